@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln needs, and only those that are missing (safe to run again).
+# As root it installs them; as another user it prints the one apt-get line to run.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake pkg-config ccache git
+  # libtorch from Debian (CPU); OpenBLAS with OpenMP: without it libblas.so.3 is the reference
+  # BLAS and every matrix product runs ~20x slower.
+  libtorch-dev libopenblas0-openmp
+  # MPI, storage, config, logging, tokenizer, CLI, JSON
+  libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libfmt-dev libspdlog-dev
+  libsentencepiece-dev nlohmann-json3-dev libcli11-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev python3
+)
+# Extra packages for optional parts, e.g. KILN_EXTRA_PACKAGES="slurm-wlm munge" for the Slurm tests.
+if [[ -n "${KILN_EXTRA_PACKAGES:-}" ]]; then
+  read -r -a extra <<<"$KILN_EXTRA_PACKAGES"
+  packages+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages; run as root:"
+  echo "  sudo apt-get update && sudo $cmd"
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+$cmd

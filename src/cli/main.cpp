@@ -1,0 +1,47 @@
+// kiln <verb> [recipe] [key=value ...]: the one entry point. Exit codes: 0 success, 2 bad input or
+// usage, 1 internal failure, 3 stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
+#include <iostream>
+
+#include "cli/verbs.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace kiln::cli {
+
+void RecipeArgs::add_to(CLI::App* sub, bool recipe_required) {
+  auto* opt = sub->add_option("recipe", recipe, "The YAML recipe");
+  if (recipe_required) opt->required();
+  sub->add_option("overrides", overrides, "Overrides of recipe keys: section.key=value (e.g. train.lr=2e-4)");
+  sub->add_flag("--log-all-ranks", log_all_ranks, "Log from every rank, not only rank 0");
+  sub->add_option("--log-level", log_level, "debug | info | warn | error")->capture_default_str();
+}
+
+}  // namespace kiln::cli
+
+int main(int argc, char** argv) {
+  using namespace kiln;
+  CLI::App app{"kiln: fine-tune LLaMA-family models data-parallel over MPI/NCCL.\n"
+               "Run `kiln <verb> --help` for the options of a verb."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
+  cli::Action action;
+  cli::add_version(app, action);
+  // Verbs register in the order `kiln --help` lists them.
+  cli::add_recipe(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);  // prints help or the usage error
+    return code == 0 ? kExitOk : kExitInput;
+  }
+  try {
+    return action ? action() : kExitOk;
+  } catch (const Error& e) {
+    // Logging may not be set up yet (a recipe error comes before the rank is known).
+    std::cerr << "kiln: error: " << e.what() << std::endl;
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "kiln: internal error: " << e.what() << std::endl;
+    return kExitInternal;
+  }
+}

@@ -1,0 +1,23 @@
+// `kiln recipe R.yaml [overrides]`: resolves extends and overrides, validates every common
+// section, and prints the complete recipe with defaults filled in: what `kiln train` would run.
+#include <iostream>
+
+#include "cli/verbs.h"
+#include "core/config.h"
+
+namespace kiln::cli {
+
+void add_recipe(CLI::App& app, Action& action) {
+  static RecipeArgs args;
+  auto* sub = app.add_subcommand("recipe", "Validate a recipe and print it resolved (extends, overrides, defaults)");
+  args.add_to(sub);
+  sub->callback([&action] {
+    action = [] {
+      Recipe r = read_recipe(args.recipe, args.overrides);
+      std::cout << recipe::to_yaml(r.tree);
+      return 0;
+    };
+  });
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,107 @@
+// The typed recipe: one struct per section, read and validated by read_recipe(). Subsystems take
+// these structs, never YAML. Method-specific settings live under `task:` and are read by the
+// method's Task with recipe::Section (the raw tree is kept in Recipe::tree for that).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/recipe.h"
+
+namespace kiln {
+
+struct ModelConfig {
+  std::string path;                        // Hugging Face folder: config.json, *.safetensors, tokenizer.model
+  std::string dtype = "float32";           // float32 | bfloat16 | float16: weights of the frozen base
+  std::string attention = "causal";        // causal | bidirectional (LS-unLLaMA)
+  bool activation_checkpointing = false;   // recompute each decoder layer in backward
+};
+
+struct LoraConfig {
+  bool enabled = true;
+  int64_t r = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // PEFT's LLaMA default
+  std::vector<std::string> extra_trainable;  // e.g. embed_tokens, lm_head (LEP) by module name
+};
+
+struct DataConfig {
+  std::string format = "tsv";              // conll | tsv | csv | sst | jsonl | text | conversation
+  std::string train;                       // source files
+  std::string eval;
+  std::string store_dir;                   // HDF5 stores written by `kiln preprocess` (default <run_dir>/data)
+  std::string text_field = "sentence";     // column name or index / JSONL field
+  std::string label_field = "label";
+  bool header = true;                      // delimited files: first row names the columns
+  std::vector<std::string> labels;         // declared label set; empty: taken from the train split
+  int64_t max_len = 64;                    // tokens, BOS included
+  std::string truncation = "right";        // right | left | error
+  std::string padding_side = "right";      // right | left
+  bool group_by_length = false;
+  std::string on_bad_record = "error";     // error | skip
+  int64_t max_train_examples = 0;          // 0: all
+  int64_t max_eval_examples = 0;
+};
+
+struct TrainConfig {
+  int64_t seed = 42;
+  int64_t micro_batch = 8;                 // per rank, per forward
+  int64_t global_batch = 0;                // 0: micro_batch * world size; else micro * world * accumulation
+  int64_t max_steps = 0;                   // 0: run `epochs`
+  double epochs = 1;
+  double lr = 1e-4;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
+  std::string schedule = "linear";         // constant | linear | cosine
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;               // used when warmup_steps is 0
+  double max_grad_norm = 1.0;              // 0: no clipping
+  std::string precision = "fp32";          // fp32 | bf16 | fp16 (autocast where the device has it)
+  int64_t eval_every = 0;                  // steps; 0: at the end only
+  int64_t log_every = 10;
+  int64_t threads = 0;                     // intra-op threads per rank; 0: from the core binding
+};
+
+struct DistConfig {
+  std::string backend = "auto";            // auto | mpi | nccl
+  double bucket_mb = 25;
+  bool overlap = true;                     // all-reduce buckets during backward
+  bool zero1 = false;                      // shard optimizer state across ranks
+  double timeout_s = 600;                  // every collective; then every rank exits non-zero
+};
+
+struct CheckpointConfig {
+  std::string run_dir;                     // default: checkpoints/<recipe name>
+  int64_t every = 0;                       // steps; 0: only at the end and on SIGTERM/SIGUSR1
+  int64_t keep = 3;
+  std::string resume = "auto";             // auto | none | <path>
+  bool export_adapter = true;              // write a PEFT adapter at the end
+};
+
+struct LogConfig {
+  std::string level = "info";
+  bool all_ranks = false;
+  bool tensorboard = true;
+};
+
+struct Recipe {
+  std::string name;                        // default: the recipe file's stem
+  std::string method;                      // ls_llama | uniner | lep | fractal | lm
+  std::string file;                        // the top-level recipe file
+  ModelConfig model;
+  LoraConfig lora;
+  DataConfig data;
+  TrainConfig train;
+  DistConfig dist;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  recipe::Node tree;                       // the resolved tree, saved as recipe.yaml in the run dir
+};
+
+// Reads every common section; `task` is left to the method (call finish on it there).
+// Throws InputError for any bad, missing or unknown key.
+Recipe read_recipe(const std::string& path, const std::vector<std::string>& overrides);
+Recipe read_recipe_tree(recipe::Node tree, const std::string& path);
+
+}  // namespace kiln

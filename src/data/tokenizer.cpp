@@ -1,0 +1,152 @@
+#include "data/tokenizer.h"
+
+#include <dlfcn.h>
+
+#include <filesystem>
+#include <mutex>
+
+#include "core/error.h"
+#include "core/hash.h"
+
+namespace fs = std::filesystem;
+
+namespace kiln::data {
+namespace {
+
+struct Shim {
+  void* (*load)(const char*, char*, int64_t);
+  void (*free)(void*);
+  int64_t (*encode)(void*, const char*, int64_t, int32_t*, int64_t);
+  int64_t (*decode)(void*, const int32_t*, int64_t, char*, int64_t);
+  int64_t (*piece)(void*, int32_t, char*, int64_t);
+  int32_t (*piece_to_id)(void*, const char*, int64_t);
+  float (*score)(void*, int32_t);
+  int32_t (*info)(void*, int32_t);
+  int32_t (*is_byte)(void*, int32_t);
+  int64_t (*serialized)(void*, char*, int64_t);
+};
+
+const Shim& shim() {
+  static Shim s;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* env = std::getenv("KILN_SPM_SHIM");
+    std::string path = env && *env ? env : KILN_SPM_SHIM_PATH;
+    // RTLD_DEEPBIND: sentencepiece resolves protobuf symbols to its own bundled copy first.
+    void* so = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!so) throw InternalError(fmt::format("cannot load the sentencepiece shim {}: {}", path, dlerror()));
+    auto sym = [&](const char* name) {
+      void* f = dlsym(so, name);
+      if (!f) throw InternalError(fmt::format("{}: missing symbol {}", path, name));
+      return f;
+    };
+    s.load = reinterpret_cast<decltype(s.load)>(sym("kiln_spm_load"));
+    s.free = reinterpret_cast<decltype(s.free)>(sym("kiln_spm_free"));
+    s.encode = reinterpret_cast<decltype(s.encode)>(sym("kiln_spm_encode"));
+    s.decode = reinterpret_cast<decltype(s.decode)>(sym("kiln_spm_decode"));
+    s.piece = reinterpret_cast<decltype(s.piece)>(sym("kiln_spm_piece"));
+    s.piece_to_id = reinterpret_cast<decltype(s.piece_to_id)>(sym("kiln_spm_piece_to_id"));
+    s.score = reinterpret_cast<decltype(s.score)>(sym("kiln_spm_score"));
+    s.info = reinterpret_cast<decltype(s.info)>(sym("kiln_spm_info"));
+    s.is_byte = reinterpret_cast<decltype(s.is_byte)>(sym("kiln_spm_is_byte"));
+    s.serialized = reinterpret_cast<decltype(s.serialized)>(sym("kiln_spm_serialized"));
+  });
+  return s;
+}
+
+// Calls f(buffer, capacity) -> needed size, growing the buffer once when it was too small.
+template <typename F>
+std::string read_string(F f) {
+  std::string out(64, '\0');
+  int64_t n = f(out.data(), int64_t(out.size()));
+  if (n > int64_t(out.size())) {
+    out.resize(size_t(n));
+    n = f(out.data(), n);
+  }
+  out.resize(size_t(n));
+  return out;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(const std::string& path) {
+  fs::path p = path;
+  if (fs::is_directory(p)) p /= "tokenizer.model";
+  path_ = p.string();
+  if (!fs::exists(p)) input_error("{}: tokenizer file not found", path_);
+  char err[512] = {0};
+  sp_ = shim().load(path_.c_str(), err, sizeof(err));
+  if (!sp_) input_error("{}: not a sentencepiece model: {}", path_, err);
+  std::string blob = serialized();
+  checksum_ = sha256_hex(blob.data(), blob.size());
+  auto& s = shim();
+  // LLaMA's sentencepiece models have no pad piece (pad_id -1): pad with EOS, always masked.
+  bos_ = s.info(sp_, 1);
+  eos_ = s.info(sp_, 2);
+  int32_t pad = s.info(sp_, 3);
+  pad_ = pad >= 0 ? pad : eos_;
+}
+
+Tokenizer::~Tokenizer() {
+  if (sp_) shim().free(sp_);
+}
+
+Tokenizer::Tokenizer(Tokenizer&& o) noexcept
+    : sp_(o.sp_), path_(std::move(o.path_)), checksum_(std::move(o.checksum_)), bos_(o.bos_), eos_(o.eos_), pad_(o.pad_) {
+  o.sp_ = nullptr;
+}
+
+Tokenizer& Tokenizer::operator=(Tokenizer&& o) noexcept {
+  if (this != &o) {
+    if (sp_) shim().free(sp_);
+    sp_ = o.sp_;
+    o.sp_ = nullptr;
+    path_ = std::move(o.path_);
+    checksum_ = std::move(o.checksum_);
+    bos_ = o.bos_, eos_ = o.eos_, pad_ = o.pad_;
+  }
+  return *this;
+}
+
+std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
+  std::vector<int32_t> ids(text.size() + 16);
+  size_t off = add_bos ? 1 : 0;
+  int64_t n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data() + off, int64_t(ids.size() - off));
+  if (n > int64_t(ids.size() - off)) {
+    ids.resize(size_t(n) + off);
+    n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data() + off, n);
+  }
+  ids.resize(size_t(n) + off);
+  if (add_bos) ids[0] = bos_;
+  if (add_eos) ids.push_back(eos_);
+  return ids;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  return read_string([&](char* out, int64_t cap) { return shim().decode(sp_, ids.data(), int64_t(ids.size()), out, cap); });
+}
+
+std::string Tokenizer::piece(int32_t id) const {
+  return read_string([&](char* out, int64_t cap) { return shim().piece(sp_, id, out, cap); });
+}
+
+int32_t Tokenizer::piece_to_id(const std::string& piece) const {
+  return shim().piece_to_id(sp_, piece.data(), int64_t(piece.size()));
+}
+
+int32_t Tokenizer::vocab_size() const { return shim().info(sp_, 0); }
+int32_t Tokenizer::unk_id() const { return shim().info(sp_, 4); }
+float Tokenizer::score(int32_t id) const { return shim().score(sp_, id); }
+bool Tokenizer::is_byte(int32_t id) const { return shim().is_byte(sp_, id) != 0; }
+
+std::string Tokenizer::serialized() const {
+  return read_string([&](char* out, int64_t cap) { return shim().serialized(sp_, out, cap); });
+}
+
+void Tokenizer::set_special_ids(int32_t bos, int32_t eos, int32_t pad) {
+  bos_ = bos;
+  eos_ = eos;
+  pad_ = pad;
+}
+
+}  // namespace kiln::data

@@ -1,0 +1,1 @@
+int kiln_pch_anchor = 0;
