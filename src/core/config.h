@@ -42,6 +42,16 @@ struct DataConfig {
   std::string on_bad_record = "error";     // error | skip
   int64_t max_train_examples = 0;          // 0: all
   int64_t max_eval_examples = 0;
+  // Added by the data pipeline (src/data):
+  std::string kind = "auto";               // auto | classification | token_classification | lm (auto: conll ->
+                                           // token_classification, text/conversation -> lm, else classification)
+  std::string delimiter;                   // delimited files; empty: `,` for csv, tab for tsv ("\\t" accepted)
+  std::string text_pair_field;             // optional second text column/field, appended after the first
+  std::string tag_scheme = "bio";          // conll: bio (IOB1 converted to BIO on read) | keep
+  std::string document_split = "line";     // text: line (a document per line) | blank_line (paragraphs)
+  int64_t skip_lines = 0;                  // text, sst: leading lines to ignore (e.g. a `text` header)
+  // lm conversations: FastChat `ie_as_qa` system text (UniversalNER)
+  std::string system_prompt = "A virtual assistant answers questions from a user based on the provided text.";
 };
 
 struct TrainConfig {
