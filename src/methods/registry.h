@@ -1,0 +1,31 @@
+// Method name (the recipe's `method:`) -> a new Task. Each method registers itself from its own
+// .cpp with KILN_REGISTER_TASK; kiln_methods is an OBJECT library, so the registrars are linked
+// into every binary that links it (a static archive would silently drop them).
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "methods/task.h"
+
+namespace kiln::methods {
+
+using TaskFactory = std::function<std::unique_ptr<Task>()>;
+
+// Returns true so it can initialise a static; throws InternalError on a duplicate name.
+bool register_task(const std::string& name, const std::string& description, TaskFactory factory);
+// InputError naming the known methods (and the closest one) when `name` is not registered.
+std::unique_ptr<Task> make_task(const std::string& name);
+bool has_task(const std::string& name);
+// (name, description) of every registered method, sorted by name.
+std::vector<std::pair<std::string, std::string>> list_tasks();
+
+}  // namespace kiln::methods
+
+#define KILN_TASK_CONCAT2(a, b) a##b
+#define KILN_TASK_CONCAT(a, b) KILN_TASK_CONCAT2(a, b)
+// KILN_REGISTER_TASK("ls_llama", "label-supervised LLaMA", LsLlamaTask);  at namespace scope in a .cpp
+#define KILN_REGISTER_TASK(name, description, Class)                                            \
+  static const bool KILN_TASK_CONCAT(kiln_task_registered_, __LINE__) =                         \
+      ::kiln::methods::register_task(name, description, [] { return std::make_unique<Class>(); })

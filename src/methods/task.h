@@ -1,0 +1,89 @@
+// A Task is one fine-tuning method seen from the trainer: it builds its model and data, turns a
+// micro-batch into a summed loss, and turns gathered predictions into metrics. The trainer
+// (src/train/trainer.h) owns everything else: the sampler, the optimizer, schedules, accumulation,
+// gradient sync, checkpoints, signals, logs. A Task never talks to other ranks except through
+// build() (e.g. a barrier while rank 0 prepares data).
+//
+// Loss contract (DESIGN.md "Determinism"): loss() returns the SUM of per-target losses of its
+// micro-batch and the number of targets. The trainer all-reduces the target count of the whole
+// step (all ranks, all micro-batches) before backward and divides by it, so the step's loss does not
+// depend on how targets fall across ranks and micro-batches.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/collate.h"
+#include "train/eval_records.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace kiln {
+struct Recipe;
+namespace dist {
+class World;
+}
+}  // namespace kiln
+
+namespace kiln::methods {
+
+enum class Split { train, eval };
+
+struct LossSum {
+  at::Tensor sum;       // scalar, the sum of per-target losses (requires grad in training)
+  int64_t targets = 0;  // tokens for token-level losses, examples for classification
+};
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+class Task {
+ public:
+  virtual ~Task() = default;
+
+  // Loads the model (on world.device()), applies LoRA, adds heads, opens the data stores. Reads the
+  // recipe's `task:` section with recipe::Section and calls finish() on it. Called on every rank.
+  virtual void build(const Recipe& recipe, dist::World& world) = 0;
+
+  // The parameters the optimizer trains, each by its Hugging Face / PEFT name, in an order that is
+  // the same on every rank and every run (checkpoints and the optimizer state are keyed by it).
+  virtual NamedTensors trainable() = 0;
+  // Whether weight decay applies; the default exempts norms, biases and every 1-D tensor.
+  virtual bool decays(const std::string& name, const at::Tensor& p) const;
+  // Non-trainable state a checkpoint must also hold to resume exactly (e.g. running statistics).
+  virtual NamedTensors extra_state() { return {}; }
+
+  // Switches dropout etc. (training) on or off (evaluation).
+  virtual void set_training(bool on) = 0;
+
+  virtual int64_t size(Split s) const = 0;
+  // Per-example lengths of the train split, for data.group_by_length; empty: no grouping.
+  virtual std::vector<int64_t> lengths(Split s) const { return {}; }
+  virtual data::Batch collate(Split s, const std::vector<int64_t>& indices) = 0;
+
+  // Forward pass in training mode: summed loss of the micro-batch and its number of targets.
+  virtual LossSum loss(const data::Batch& batch) = 0;
+  // Forward pass without gradients on an eval micro-batch: appends one record per example to `out`
+  // and returns the summed loss (a detached scalar) with its number of targets.
+  virtual LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) = 0;
+  // Metrics from the records of the whole eval split (gathered from all ranks, sorted by example);
+  // called on every rank with identical input. "loss" is added by the trainer.
+  virtual std::map<std::string, double> metrics(const train::EvalRecords& all) = 0;
+  // The metric that names the result in the results table and in logs (e.g. "accuracy", "span_f1").
+  virtual std::string main_metric() const { return "loss"; }
+
+  // Exports (rank 0, after training or from a loaded checkpoint). Default: InputError saying the
+  // method cannot export that form.
+  virtual void export_adapter(const std::string& dir);
+  virtual void export_merged(const std::string& dir);
+  // Tokens processed by a micro-batch, for tokens/s in the progress line (default: attention mask sum).
+  virtual int64_t tokens(const data::Batch& batch) const;
+};
+
+}  // namespace kiln::methods
