@@ -48,8 +48,10 @@ class Task {
   virtual ~Task() = default;
 
   // Loads the model (on world.device()), applies LoRA, adds heads, opens the data stores. Reads the
-  // recipe's `task:` section with recipe::Section and calls finish() on it. Called on every rank.
-  virtual void build(const Recipe& recipe, dist::World& world) = 0;
+  // recipe's `task:` section (recipe::Section::root(recipe.tree).sub("task")) and calls
+  // finish() on it; the defaults it fills in land in recipe.tree, so the saved recipe.yaml is
+  // complete. Called on every rank.
+  virtual void build(Recipe& recipe, dist::World& world) = 0;
 
   // The parameters the optimizer trains, each by its Hugging Face / PEFT name, in an order that is
   // the same on every rank and every run (checkpoints and the optimizer state are keyed by it).
@@ -67,6 +69,9 @@ class Task {
   virtual std::vector<int64_t> lengths(Split s) const { return {}; }
   virtual data::Batch collate(Split s, const std::vector<int64_t>& indices) = 0;
 
+  // The number of targets loss() will count on this batch, known before the forward pass (the
+  // trainer all-reduces the step's total before backward). Default: batch.num_targets.
+  virtual int64_t targets(const data::Batch& batch) const { return batch.num_targets; }
   // Forward pass in training mode: summed loss of the micro-batch and its number of targets.
   virtual LossSum loss(const data::Batch& batch) = 0;
   // Forward pass without gradients on an eval micro-batch: appends one record per example to `out`
