@@ -14,6 +14,8 @@
 #   -np N                  total ranks; without a host file: N ranks on this machine;
 #                          with one: must equal hosts * ranks-per-node (checked)
 #   --threads T            CPU threads per rank (intra-op); default: cores / ranks-per-node, >= 1
+#   --cores-per-node C     cores of each host; default: this machine's (or Slurm's CPUs on the node)
+#                          - give it with a host file when the hosts differ from this machine
 #   --dry-run              print the mpirun command instead of running it
 # Environment: MPIRUN (default mpirun), KILN_MPIRUN_ARGS (extra mpirun arguments, word-split).
 # The variables PATH, LD_LIBRARY_PATH, OMP_NUM_THREADS and every KILN_*, NCCL_*, CUDA_*, UCX_*, OMPI_MCA_*
@@ -23,7 +25,7 @@ set -euo pipefail
 die() { echo "launch/mpirun.sh: $*" >&2; exit 2; }
 is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
 
-hostfile="" per_node="" np="" threads="" dry_run=0
+hostfile="" per_node="" np="" threads="" cores="" dry_run=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --hostfile) [[ $# -ge 2 ]] || die "--hostfile needs a file"; hostfile=$2; shift 2 ;;
@@ -36,6 +38,9 @@ while [[ $# -gt 0 ]]; do
     --threads)
       [[ $# -ge 2 ]] && is_count "$2" || die "--threads needs a positive integer, got '${2:-}'"
       threads=$2; shift 2 ;;
+    --cores-per-node)
+      [[ $# -ge 2 ]] && is_count "$2" || die "--cores-per-node needs a positive integer, got '${2:-}'"
+      cores=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     --) shift; break ;;
@@ -45,13 +50,14 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $# -gt 0 ]] || die "no program to run (usage: launch/mpirun.sh [options] PROGRAM [ARGS...])"
 
-# Cores of one node. Hosts of a job are assumed alike; pass --threads where they are not.
-cores=$(nproc --all 2>/dev/null || nproc)
+# Cores of one node; the hosts of a job are assumed alike.
+cores_given=${cores:+1}
+[[ -n $cores ]] || cores=$(nproc --all 2>/dev/null || nproc)
 # Inside a Slurm allocation mpirun takes the nodes and slots from Slurm itself (no host file).
 in_slurm=0
 if [[ -z $hostfile && -n ${SLURM_JOB_ID:-} && -n ${SLURM_JOB_NUM_NODES:-} ]]; then
   in_slurm=1
-  [[ -n ${SLURM_CPUS_ON_NODE:-} ]] && cores=$SLURM_CPUS_ON_NODE
+  [[ -z $cores_given && -n ${SLURM_CPUS_ON_NODE:-} ]] && cores=$SLURM_CPUS_ON_NODE
   if [[ -z $per_node && -z $np && -n ${SLURM_NTASKS_PER_NODE:-} ]]; then
     per_node=${SLURM_NTASKS_PER_NODE%%(*}  # "2(x3)" on uneven allocations: take the first
   fi
@@ -107,7 +113,9 @@ if [[ -n $hostfile ]]; then
   for h in "${hosts[@]}"; do echo "$h slots=$per_node"; done >"$derived"
   cmd+=(--hostfile "$derived")
 fi
-if (( per_node * threads <= cores )); then
+# With a host file and no --cores-per-node the remote hosts' cores are unknown (this may be a login
+# node): pin as asked and let mpirun refuse loudly if a host is too small.
+if (( per_node * threads <= cores )) || [[ -n $hostfile && -z $cores_given ]]; then
   # Each rank owns `threads` cores: torch's intra-op pool then has cores to itself.
   cmd+=(--map-by "ppr:${per_node}:node:PE=${threads}" --bind-to core)
 else
