@@ -18,21 +18,22 @@ kiln_setup() {
   [[ -x $KILN_BIN ]] || { echo "kiln: no executable at KILN_BIN=$KILN_BIN (build it, or export KILN_BIN)" >&2; exit 2; }
   [[ $# -ge 1 ]] || { echo "kiln: usage: sbatch $0 RECIPE.yaml [key=value ...]" >&2; exit 2; }
   cd "$KILN_HOME"
+  # KILN_ARGS: what follows `kiln` on every rank.
+  KILN_ARGS=(train "$1")
   # Threads per rank: what Slurm gave each task. Exported for libraries that read it (OpenMP, BLAS)
   # and passed to kiln as train.threads, before the user's overrides so those still win.
-  KILN_THREAD_ARGS=()
   if [[ -n ${SLURM_CPUS_PER_TASK:-} ]]; then
     export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
-    KILN_THREAD_ARGS=("train.threads=$SLURM_CPUS_PER_TASK")
+    KILN_ARGS+=("train.threads=$SLURM_CPUS_PER_TASK")
   fi
+  KILN_ARGS+=("${@:2}")
   # A restarted (requeued) job must continue, whatever the first submission said about resuming.
-  KILN_RESUME_ARGS=()
   if [[ ${SLURM_RESTART_COUNT:-0} -gt 0 ]]; then
-    KILN_RESUME_ARGS=("checkpoint.resume=auto")
+    KILN_ARGS+=("checkpoint.resume=auto")
   fi
   echo "kiln-slurm: job $SLURM_JOB_ID ($SLURM_JOB_NAME) restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NUM_NODES:-1} node(s) [${SLURM_JOB_NODELIST:-?}]," \
     "${SLURM_NTASKS:-?} task(s), ${SLURM_CPUS_PER_TASK:-?} cpu(s)/task, GPUs ${SLURM_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-none}}/node; $(date -Is)"
-  echo "kiln-slurm: $KILN_BIN train $* (in $KILN_HOME)"
+  echo "kiln-slurm: $KILN_BIN ${KILN_ARGS[*]} (in $KILN_HOME)"
 }
 
 # kiln_finish RC: the end of every batch script. Exit code 3 means "checkpointed on a signal, not done".

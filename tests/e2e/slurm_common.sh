@@ -92,3 +92,45 @@ need_kiln() {
   KILN_BIN=${KILN_BIN:-$KILN_SOURCE_DIR/build/kiln}
   [[ -x $KILN_BIN ]] || fail "no kiln binary at KILN_BIN=$KILN_BIN"
 }
+
+# The tiny recipe the kiln jobs run (the README's main job, on the bundled stories260K model).
+KILN_SLURM_RECIPE=${KILN_SLURM_RECIPE:-$KILN_SOURCE_DIR/recipes/tiny/sst2.yaml}
+
+# submit_kiln SCRIPT ARGS...: submits a REAL cluster/ script as a 2-task, 2-GPU, 1-CPU-per-task job
+# (the scripts' 8-GPU defaults overridden on the command line, as users do), running in $WORK with
+# its Slurm log at $WORK/slurm-<name>-<id>.log; sets JOB and JOB_LOG.
+submit_kiln() {
+  local script=$1; shift
+  need_kiln
+  [[ -f $KILN_SLURM_RECIPE ]] || fail "no recipe $KILN_SLURM_RECIPE"
+  export KILN_HOME=$KILN_SOURCE_DIR KILN_BIN
+  submit --job-name=kiln-e2e --chdir="$WORK" --output="$WORK/slurm-%x-%j.log" \
+    --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=1 --time=15 \
+    "$KILN_SOURCE_DIR/cluster/$script" "$KILN_SLURM_RECIPE" "$@"
+  JOB_LOG=$WORK/slurm-kiln-e2e-$JOB.log
+}
+
+# check_layout LOG LAUNCHER: kiln's start-up layout shows ranks 0 and 1 of 2, each on this host
+# with its own local rank, started by LAUNCHER.
+check_layout() {
+  local log=$1 launcher=$2 r
+  for r in 0 1; do
+    grep -qE "rank $r/2 host [^ ]+ local_rank $r/2 device cpu threads 1 launcher $launcher" "$log" ||
+      fail "no layout line for rank $r/2 (launcher $launcher) in $log"
+  done
+  echo "ok: layout lines:"; grep -E "rank [01]/2 host " "$log" | sed 's/^/    /'
+}
+
+# metric_steps FILE: the steps of the train lines of metrics.jsonl, one per line.
+metric_steps() {
+  python3 - "$1" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    m = json.loads(line)
+    if m.get("split") == "train":
+        print(m["step"])
+PY
+}
