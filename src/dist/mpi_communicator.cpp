@@ -1,0 +1,250 @@
+#include "dist/mpi_communicator.h"
+
+#include <mpi.h>
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>
+#endif
+#ifdef KILN_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <thread>
+
+#include "core/error.h"
+#include "dist/world.h"
+
+namespace kiln::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// MPI types that MPI_SUM understands; anything else is reduced in a float32 copy.
+MPI_Datatype reducible_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kInt: return MPI_INT32_T;
+    case at::kLong: return MPI_INT64_T;
+    case at::kShort: return MPI_INT16_T;
+    case at::kChar: return MPI_INT8_T;
+    case at::kByte: return MPI_UINT8_T;
+    default: return MPI_DATATYPE_NULL;
+  }
+}
+
+std::string mpi_error(int rc) {
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  return std::string(msg, len);
+}
+
+bool query_cuda_aware() {
+  const char* env = std::getenv("KILN_MPI_CUDA_AWARE");
+  if (env && std::string(env) == "0") return false;
+#if defined(MPIX_CUDA_AWARE_SUPPORT) && MPIX_CUDA_AWARE_SUPPORT
+  return MPIX_Query_cuda_support() == 1;
+#else
+  return false;
+#endif
+}
+
+struct MpiWork : Work {
+  Communicator::Op op;
+  at::Tensor buf_out, buf_in;  // what MPI reads and writes: contiguous, host unless CUDA-aware
+  bool copy_back = false;      // buf_out is a staging copy of op.out
+  bool avg = false;
+  int world = 1;
+  std::mutex m;
+  std::condition_variable cv;
+  bool finished = false, finalized = false;
+
+  void wait() override {
+    {
+      std::unique_lock<std::mutex> lock(m);
+      cv.wait(lock, [&] { return finished; });
+      if (finalized) return;
+      finalized = true;
+    }
+    // The division and the copy back run here, on the caller's thread, so that the communication
+    // thread never runs torch kernels (and never touches a CUDA stream).
+    if (avg) buf_out.div_(world);
+    if (copy_back) op.out.copy_(buf_out);
+    buf_out = at::Tensor();
+    buf_in = at::Tensor();
+  }
+  bool done() override {
+    std::lock_guard<std::mutex> lock(m);
+    return finished;
+  }
+};
+
+}  // namespace
+
+struct MpiCommunicator::Impl {
+  MpiCommunicator* owner;
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0, size = 1;
+  bool cuda_aware = false;
+  double timeout_s;
+  std::mutex m;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<MpiWork>> queue;
+  bool stop = false;
+  std::thread thread;
+
+  void loop() {
+    for (;;) {
+      std::shared_ptr<MpiWork> w;
+      {
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, [&] { return stop || !queue.empty(); });
+        if (queue.empty()) return;
+        w = std::move(queue.front());
+        queue.pop_front();
+      }
+      run(*w);
+      {
+        std::lock_guard<std::mutex> lock(w->m);
+        w->finished = true;
+      }
+      w->cv.notify_all();
+    }
+  }
+
+  // Polls one request to completion. MPI (OpenMPI's non-blocking collectives in particular) only
+  // progresses inside MPI calls, so this thread keeps calling MPI_Test; after a short spin it
+  // yields and then naps, leaving the cores to the backward pass it is meant to overlap.
+  void poll(MpiWork& w, MPI_Request& req, Clock::time_point deadline) {
+    for (int tries = 0;; ++tries) {
+      int flag = 0;
+      int rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) owner->fail(w.op, "failed: " + mpi_error(rc) + " (a rank died or the network failed)");
+      if (flag) return;
+      if (Clock::now() > deadline)
+        owner->fail(w.op, fmt::format("timed out after {:g} s (dist.timeout_s): a rank died or stopped answering",
+                                      timeout_s));
+      if (tries < 200) continue;
+      if (tries < 2000)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  void check(MpiWork& w, int rc) {
+    if (rc != MPI_SUCCESS) owner->fail(w.op, "could not start: " + mpi_error(rc));
+  }
+
+  void run(MpiWork& w) {
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+    MPI_Request req = MPI_REQUEST_NULL;
+    const auto kind = w.op.kind;
+    if (kind == Kind::Barrier) {
+      check(w, MPI_Ibarrier(comm, &req));
+      poll(w, req, deadline);
+      return;
+    }
+    char* out = static_cast<char*>(w.buf_out.data_ptr());
+    const bool reduce = kind == Kind::AllReduce || kind == Kind::ReduceScatter;
+    // Reductions go element-wise in their MPI type; everything else moves bytes.
+    MPI_Datatype type = reduce ? reducible_type(w.buf_out.scalar_type()) : MPI_BYTE;
+    const int64_t elem = reduce ? w.buf_out.element_size() : 1;
+    if (kind == Kind::AllReduce || kind == Kind::Broadcast) {
+      // MPI counts are int: larger tensors go in pieces, one after the other.
+      const int64_t total = reduce ? w.buf_out.numel() : w.buf_out.numel() * w.buf_out.element_size();
+      const int64_t piece = int64_t{1} << 30;
+      for (int64_t off = 0; off < total; off += piece) {
+        int n = static_cast<int>(std::min(piece, total - off));
+        if (kind == Kind::AllReduce)
+          check(w, MPI_Iallreduce(MPI_IN_PLACE, out + off * elem, n, type, MPI_SUM, comm, &req));
+        else
+          check(w, MPI_Ibcast(out + off * elem, n, type, w.op.root, comm, &req));
+        poll(w, req, deadline);
+      }
+      return;
+    }
+    const char* in = static_cast<const char*>(w.buf_in.data_ptr());
+    const int64_t chunk = kind == Kind::AllGather ? w.buf_in.numel() : w.buf_out.numel();
+    const int64_t count = reduce ? chunk : chunk * w.buf_in.element_size();
+    KILN_CHECK(count <= INT_MAX, "{}: {} per rank is more than MPI's int count", kind_name(kind), count);
+    if (kind == Kind::AllGather)
+      check(w, MPI_Iallgather(in, static_cast<int>(count), type, out, static_cast<int>(count), type, comm, &req));
+    else
+      check(w, MPI_Ireduce_scatter_block(in, out, static_cast<int>(count), type, MPI_SUM, comm, &req));
+    poll(w, req, deadline);
+  }
+};
+
+MpiCommunicator::MpiCommunicator(double timeout_s) : Communicator(timeout_s), impl_(std::make_unique<Impl>()) {
+  World::get();
+  impl_->owner = this;
+  impl_->timeout_s = timeout_s;
+  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &impl_->comm);
+  if (rc != MPI_SUCCESS) throw InternalError("MPI_Comm_dup failed: " + mpi_error(rc));
+  // Errors come back to the poll loop, which names the collective, instead of MPI's default abort.
+  MPI_Comm_set_errhandler(impl_->comm, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(impl_->comm, &impl_->rank);
+  MPI_Comm_size(impl_->comm, &impl_->size);
+  impl_->cuda_aware = query_cuda_aware();
+  impl_->thread = std::thread([this] { impl_->loop(); });
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->m);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && impl_->comm != MPI_COMM_NULL) MPI_Comm_free(&impl_->comm);
+}
+
+int MpiCommunicator::rank() const { return impl_->rank; }
+int MpiCommunicator::size() const { return impl_->size; }
+bool MpiCommunicator::cuda_aware() const { return impl_->cuda_aware; }
+
+WorkPtr MpiCommunicator::start(Op op) {
+  auto w = std::make_shared<MpiWork>();
+  w->world = impl_->size;
+  if (op.kind != Kind::Barrier) {
+    const bool reduce = op.kind == Kind::AllReduce || op.kind == Kind::ReduceScatter;
+    const bool in_place = op.kind == Kind::AllReduce || op.kind == Kind::Broadcast;
+    const bool cuda = op.out.is_cuda();
+    const bool direct = !cuda || impl_->cuda_aware;
+    at::ScalarType dtype = op.out.scalar_type();
+    if (reduce && reducible_type(dtype) == MPI_DATATYPE_NULL) dtype = at::kFloat;
+    auto host = at::TensorOptions().dtype(dtype).device(cuda && !direct ? at::kCPU : op.out.device());
+    if (cuda && !direct) host = host.pinned_memory(true);
+    auto usable = [&](const at::Tensor& t) { return direct && t.is_contiguous() && t.scalar_type() == dtype; };
+#ifdef KILN_WITH_CUDA
+    // MPI reads device memory outside torch's streams: the kernels producing it must be done.
+    if (cuda && direct) c10::cuda::getCurrentCUDAStream().synchronize();
+#endif
+    if (usable(op.out)) {
+      w->buf_out = op.out;
+    } else {
+      w->buf_out = at::empty(op.out.sizes(), host);
+      if (in_place) w->buf_out.copy_(op.out);
+      w->copy_back = true;
+    }
+    if (op.in.defined()) w->buf_in = usable(op.in) ? op.in : at::empty(op.in.sizes(), host).copy_(op.in);
+    w->avg = reduce && op.reduce == ReduceOp::Avg;
+  }
+  w->op = std::move(op);
+  {
+    std::lock_guard<std::mutex> lock(impl_->m);
+    impl_->queue.push_back(w);
+  }
+  impl_->cv.notify_one();
+  return w;
+}
+
+}  // namespace kiln::dist

@@ -1,0 +1,152 @@
+#include "dist/zero1.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace kiln::dist {
+
+Zero1AdamW::Zero1AdamW(GradSync& sync, std::vector<bool> decay, AdamWOptions options)
+    : sync_(sync), decay_(std::move(decay)), opt_(options) {
+  KILN_CHECK(sync_.sharded(), "Zero1AdamW needs a GradSync built with dist.zero1 = true");
+  KILN_CHECK(decay_.size() == sync_.params().size(), "Zero1AdamW: {} decay flags for {} parameters",
+             decay_.size(), sync_.params().size());
+  const int rank = sync_.comm().rank(), world = sync_.comm().size();
+  for (const auto& b : sync_.buckets()) {
+    Shard sh;
+    sh.numel = b.padded / world;
+    sh.begin = rank * sh.numel;
+    const int64_t end = sh.begin + sh.numel;
+    for (const auto& s : b.slots) {
+      int64_t lo = std::max(sh.begin, s.offset), hi = std::min(end, s.offset + s.numel);
+      if (lo >= hi) continue;
+      sh.segments.push_back({s.param, lo - s.offset, lo - sh.begin, hi - lo, static_cast<bool>(decay_[s.param])});
+    }
+    sh.exp_avg = at::zeros({sh.numel}, b.flat.options());
+    sh.exp_avg_sq = at::zeros({sh.numel}, b.flat.options());
+    shards_.push_back(std::move(sh));
+  }
+}
+
+int64_t Zero1AdamW::state_bytes() const {
+  int64_t n = 0;
+  for (const auto& s : shards_) n += 2 * s.numel * s.exp_avg.element_size();
+  return n;
+}
+
+double Zero1AdamW::step(double lr, double max_grad_norm) {
+  at::NoGradGuard no_grad;
+  auto& buckets = sync_.buckets();
+  const auto& params = sync_.params();
+  Communicator& comm = sync_.comm();
+
+  // Global norm: squares summed in double per shard (padding is zero), then over ranks.
+  double sq = 0;
+  for (const auto& b : buckets) sq += b.shard.to(at::kDouble).pow(2).sum().item<double>();
+  at::Tensor total = at::full({1}, sq, at::TensorOptions().dtype(at::kDouble));
+  comm.all_reduce(total, ReduceOp::Sum, "gradient norm");
+  const double norm = std::sqrt(total.item<double>());
+  if (max_grad_norm > 0) {
+    // torch::nn::utils::clip_grad_norm_'s coefficient.
+    double coef = max_grad_norm / (norm + 1e-6);
+    if (coef < 1)
+      for (auto& b : buckets) b.shard.mul_(coef);
+  }
+
+  ++step_;
+  const double bc1 = 1 - std::pow(opt_.beta1, static_cast<double>(step_));
+  const double bc2 = 1 - std::pow(opt_.beta2, static_cast<double>(step_));
+  const double step_size = lr / bc1;
+  std::vector<at::Tensor> outgoing(buckets.size());
+  std::vector<WorkPtr> works(buckets.size());
+  for (size_t bi = 0; bi < buckets.size(); ++bi) {
+    auto& b = buckets[bi];
+    Shard& sh = shards_[bi];
+    // This rank's current parameter values for its shard (the parameters are the master copy,
+    // so a checkpoint load into them is picked up). Padding stays zero.
+    at::Tensor p = at::zeros({sh.numel}, b.flat.options());
+    for (const auto& seg : sh.segments)
+      p.narrow(0, seg.shard_offset, seg.numel).copy_(params[seg.param].detach().reshape(-1).narrow(0, seg.param_offset, seg.numel));
+    if (opt_.weight_decay != 0)
+      for (const auto& seg : sh.segments)
+        if (seg.decay) p.narrow(0, seg.shard_offset, seg.numel).mul_(1 - lr * opt_.weight_decay);
+    const at::Tensor& g = b.shard;
+    sh.exp_avg.mul_(opt_.beta1).add_(g, 1 - opt_.beta1);
+    sh.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1 - opt_.beta2);
+    at::Tensor denom = (sh.exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(opt_.eps);
+    p.addcdiv_(sh.exp_avg, denom, -step_size);
+    outgoing[bi] = p;
+    works[bi] = comm.all_gather_async(b.flat, p, fmt::format("parameters, bucket {}/{}", bi + 1, buckets.size()));
+  }
+  for (size_t bi = 0; bi < buckets.size(); ++bi) {
+    auto& b = buckets[bi];
+    works[bi]->wait();
+    for (const auto& s : b.slots)
+      params[s.param].detach().copy_(b.flat.narrow(0, s.offset, s.numel).view(params[s.param].sizes()));
+    // The flat buffer goes back to holding gradients: the hooks overwrite every slot, but the
+    // padding must read zero again.
+    b.flat.narrow(0, b.numel, b.padded - b.numel).zero_();
+  }
+  return norm;
+}
+
+AdamWState Zero1AdamW::gather_state() {
+  at::NoGradGuard no_grad;
+  Communicator& comm = sync_.comm();
+  const auto& params = sync_.params();
+  const bool root = comm.rank() == 0;
+  AdamWState out;
+  out.step = step_;
+  if (root) {
+    out.exp_avg.resize(params.size());
+    out.exp_avg_sq.resize(params.size());
+  }
+  auto& buckets = sync_.buckets();
+  for (size_t bi = 0; bi < buckets.size(); ++bi) {
+    const auto& b = buckets[bi];
+    for (int which = 0; which < 2; ++which) {
+      at::Tensor full = at::empty({b.padded}, b.flat.options());
+      comm.all_gather(full, which == 0 ? shards_[bi].exp_avg : shards_[bi].exp_avg_sq,
+                      fmt::format("optimizer state, bucket {}/{}", bi + 1, buckets.size()));
+      if (!root) continue;
+      auto& dst = which == 0 ? out.exp_avg : out.exp_avg_sq;
+      for (const auto& s : b.slots) dst[s.param] = full.narrow(0, s.offset, s.numel).view(params[s.param].sizes()).clone();
+    }
+  }
+  return out;
+}
+
+void Zero1AdamW::load_state(const AdamWState& full) {
+  at::NoGradGuard no_grad;
+  Communicator& comm = sync_.comm();
+  const auto& params = sync_.params();
+  const bool root = comm.rank() == 0;
+  if (root) {
+    KILN_CHECK(full.exp_avg.size() == params.size() && full.exp_avg_sq.size() == params.size(),
+               "optimizer state for {} / {} parameters, the model has {}", full.exp_avg.size(),
+               full.exp_avg_sq.size(), params.size());
+    for (size_t i = 0; i < params.size(); ++i)
+      if (full.exp_avg[i].numel() != params[i].numel() || full.exp_avg_sq[i].numel() != params[i].numel())
+        throw InputError(fmt::format("optimizer state of parameter {} has {} / {} elements, the parameter has {}", i,
+                                     full.exp_avg[i].numel(), full.exp_avg_sq[i].numel(), params[i].numel()));
+  }
+  at::Tensor step = at::full({1}, full.step, at::TensorOptions().dtype(at::kLong));
+  comm.broadcast(step, 0, "optimizer step");
+  step_ = step.item<int64_t>();
+  auto& buckets = sync_.buckets();
+  for (size_t bi = 0; bi < buckets.size(); ++bi) {
+    const auto& b = buckets[bi];
+    Shard& sh = shards_[bi];
+    for (int which = 0; which < 2; ++which) {
+      at::Tensor flat = at::zeros({b.padded}, b.flat.options());
+      if (root) {
+        const auto& src = which == 0 ? full.exp_avg : full.exp_avg_sq;
+        for (const auto& s : b.slots) flat.narrow(0, s.offset, s.numel).copy_(src[s.param].reshape(-1));
+      }
+      comm.broadcast(flat, 0, fmt::format("optimizer state, bucket {}/{}", bi + 1, buckets.size()));
+      (which == 0 ? sh.exp_avg : sh.exp_avg_sq).copy_(flat.narrow(0, sh.begin, sh.numel));
+    }
+  }
+}
+
+}  // namespace kiln::dist
