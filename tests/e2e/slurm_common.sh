@@ -3,6 +3,8 @@
 # Slurm command is echoed with a `$ ` prefix, so the test log reads as a session at the terminal.
 set -euo pipefail
 
+# sacct needs slurmdbd + MariaDB (~20 s more to start); tests that show job records turn it on.
+export KILN_SLURM_ACCOUNTING=${KILN_SLURM_ACCOUNTING:-1}
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 KILN_SOURCE_DIR=${KILN_SOURCE_DIR:-$(cd "$E2E_DIR/../.." && pwd)}
 KILN_SHARED_DIR=${KILN_SHARED_DIR:-$KILN_SOURCE_DIR/../shared}
@@ -77,10 +79,18 @@ wait_job() {
   done
 }
 
-# The job's record as Slurm keeps it. This Slurm has no slurmdbd, so there is no sacct; the
-# controller's record (scontrol) and the job completion log (jobcomp/filetxt) stand in for it.
+# The job's record as Slurm keeps it: sacct (every run of the job, --duplicates shows the requeued
+# ones) when the test's Slurm has slurmdbd; always the controller's record and the completion log.
 show_accounting() {
   local job=$1
+  if grep -q '^AccountingStorageType=accounting_storage/slurmdbd' "$SLURM_CONF"; then
+    # slurmctld hands records to slurmdbd asynchronously: wait until the end is there.
+    for _ in $(seq 30); do
+      sacct -n -X -j "$job" -o State 2>/dev/null | grep -qE 'COMPLETED|FAILED|CANCELLED|TIMEOUT' && break
+      sleep 1
+    done
+    run sacct -j "$job" --duplicates -o JobID,JobName%12,State,ExitCode,Start,End,Elapsed,AllocCPUS,NNodes
+  fi
   echo "\$ scontrol show job $job | grep -E 'JobId|JobState|Restarts|RunTime|NumTasks|TRES|StdOut'"
   scontrol show job "$job" | grep -E 'JobId|JobState|Restarts|RunTime|NumTasks|TRES|StdOut' || true
   echo "\$ grep JobId=$job $SLURM_DIR/jobcomp.txt   # jobcomp/filetxt: one line per finished run"

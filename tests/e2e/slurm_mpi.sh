@@ -3,6 +3,7 @@
 # mpirun inside the allocation, and with launch/mpirun.sh inside the allocation. When the kiln
 # Slurm tests fail, this one says whether Slurm/MPI or kiln is to blame.
 #   KILN_MPI_HELLO=path/to/slurm_mpi_hello bash tests/e2e/slurm_mpi.sh
+export KILN_SLURM_ACCOUNTING=${KILN_SLURM_ACCOUNTING:-0}  # no sacct needed: start faster
 source "$(dirname "${BASH_SOURCE[0]}")/slurm_common.sh"
 HELLO=${KILN_MPI_HELLO:?set KILN_MPI_HELLO to the slurm_mpi_hello binary}
 [[ -x $HELLO ]] || fail "no executable $HELLO"

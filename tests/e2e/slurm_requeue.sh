@@ -64,4 +64,12 @@ echo "ok: resumed at step $k: $(grep -iE "resum.*step" <<<"$restart_part" | head
 steps=$(metric_steps "$metrics" | tr '\n' ' ')
 [[ $steps == "$(seq -s ' ' 1 "$STEPS") " ]] || fail "metrics.jsonl train steps are not 1..$STEPS exactly once: $steps"
 [[ $(grep -c "JobId=$JOB " "$SLURM_DIR/jobcomp.txt") -eq 2 ]] || fail "jobcomp should record 2 runs of job $JOB"
+if [[ $KILN_SLURM_ACCOUNTING == 1 ]]; then
+  runs=$(sacct -n -X -j "$JOB" --duplicates -o State | xargs)
+  [[ $runs == "REQUEUED COMPLETED" ]] || fail "sacct: the job's runs are '$runs', expected 'REQUEUED COMPLETED'"
+  # The first run's kiln step ended with kiln's own exit code 3 (srun: step .0; mpirun: the batch step).
+  sacct -n -j "$JOB" --duplicates -o JobID%20,ExitCode | grep -qE "^ *$JOB\.(0|batch) +3:0" ||
+    fail "sacct: no step of the first run exited with code 3"
+  echo "ok: sacct: runs $runs, the first one's kiln exited 3"
+fi
 say "PASS: $MODE: SIGUSR1 at step $at -> checkpoint step $k -> requeue -> resumed at $k -> finished at $STEPS"

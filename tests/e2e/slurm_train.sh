@@ -13,6 +13,10 @@ echo "----- $JOB_LOG"; cat "$JOB_LOG"; echo "-----"
 [[ $STATE == COMPLETED ]] || fail "job $JOB ended $STATE"
 [[ $(job_field "$JOB" ExitCode) == 0:0 ]] || fail "job $JOB exit code $(job_field "$JOB" ExitCode)"
 
+if [[ $KILN_SLURM_ACCOUNTING == 1 ]]; then
+  rec=$(sacct -n -X -j "$JOB" -o State,ExitCode | xargs)
+  [[ $rec == "COMPLETED 0:0" ]] || fail "sacct says '$rec', expected 'COMPLETED 0:0'"
+fi
 grep -q "kiln-slurm: job $JOB (kiln-e2e) restart 0 on 1 node(s) .*, 2 task(s), 1 cpu(s)/task, GPUs 2/node" "$JOB_LOG" ||
   fail "the script's start line is missing or wrong"
 grep -q "kiln-slurm: kiln exited with code 0" "$JOB_LOG" || fail "the script did not see kiln exit 0"
