@@ -1,6 +1,7 @@
 # Shared by the sbatch scripts in cluster/ (sourced, not run). Slurm runs a copy of the batch script
 # from its spool directory, so the scripts find the repository through KILN_HOME (default: the
-# directory sbatch was called from, SLURM_SUBMIT_DIR) and the binary through KILN_BIN.
+# directory sbatch was called from, SLURM_SUBMIT_DIR) and the binary through KILN_BIN (default:
+# $KILN_HOME/build/kiln).
 #
 # The pre-emption protocol, end to end:
 #   Slurm sends SIGUSR1 to the ranks 120 s before the time limit (or when an admin/scheduler does
@@ -16,8 +17,9 @@ kiln_setup() {
   KILN_HOME=${KILN_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
   KILN_BIN=${KILN_BIN:-$KILN_HOME/build/kiln}
   [[ -x $KILN_BIN ]] || { echo "kiln: no executable at KILN_BIN=$KILN_BIN (build it, or export KILN_BIN)" >&2; exit 2; }
-  [[ $# -ge 1 ]] || { echo "kiln: usage: sbatch $0 RECIPE.yaml [key=value ...]" >&2; exit 2; }
-  cd "$KILN_HOME"
+  [[ $# -ge 1 ]] || { echo "kiln: usage: sbatch cluster/<script>.sbatch RECIPE.yaml [key=value ...]" >&2; exit 2; }
+  # The job runs where it was submitted (or --chdir): relative recipe paths, the default run
+  # directory (checkpoints/<recipe name>) and the Slurm log all resolve against that directory.
   # KILN_ARGS: what follows `kiln` on every rank.
   KILN_ARGS=(train "$1")
   # Threads per rank: what Slurm gave each task. Exported for libraries that read it (OpenMP, BLAS)
@@ -33,7 +35,7 @@ kiln_setup() {
   fi
   echo "kiln-slurm: job $SLURM_JOB_ID ($SLURM_JOB_NAME) restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NUM_NODES:-1} node(s) [${SLURM_JOB_NODELIST:-?}]," \
     "${SLURM_NTASKS:-?} task(s), ${SLURM_CPUS_PER_TASK:-?} cpu(s)/task, GPUs ${SLURM_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-none}}/node; $(date -Is)"
-  echo "kiln-slurm: $KILN_BIN ${KILN_ARGS[*]} (in $KILN_HOME)"
+  echo "kiln-slurm: $KILN_BIN ${KILN_ARGS[*]} (in $PWD)"
 }
 
 # kiln_finish RC: the end of every batch script. Exit code 3 means "checkpointed on a signal, not done".
