@@ -103,6 +103,7 @@ TEST(Watchdog, KilledRankEndsTheJobWithAMessage) {
   Outcome o = run(SIGKILL, timeout);
   std::smatch m;
   ASSERT_TRUE(std::regex_search(o.log, m, kMessage)) << "no watchdog line from rank 0 in:\n" << o.log;
+  std::printf("[ watchdog ] %s", m.str().c_str());
   EXPECT_NE(o.rank0_rc, 0);
   EXPECT_NE(o.rank0_rc, -1) << "rank 0's exit code was not recorded";
   EXPECT_GE(o.rank0_after_signal, timeout - 0.5);
