@@ -1,0 +1,73 @@
+// Readers: every source format a recipe names, read into Records that remember the file and line
+// they came from, so every later error (a label outside the set, a sequence too long) can name it.
+// A malformed record is an InputError "<file>:<line>: <what>: <text, shortened>", or, with
+// `on_bad_record: skip`, is skipped and counted in ReadStats.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln {
+struct DataConfig;
+}
+
+namespace kiln::data {
+
+struct Turn {
+  std::string from;   // human | gpt (UniversalNER / FastChat names; user/assistant accepted)
+  std::string value;
+};
+
+struct Record {
+  std::string text;                    // classification / plain text
+  std::string text_pair;               // optional second text (data.text_pair_field)
+  std::string label;                   // classification label, as written in the file
+  std::vector<std::string> words;      // CoNLL tokens
+  std::vector<std::string> tags;       // CoNLL tags, one per word
+  std::vector<Turn> turns;             // conversation
+  std::string file;
+  int64_t line = 0;                    // 1-based line where the record starts
+  std::string where() const { return file + ":" + std::to_string(line); }
+};
+
+struct ReadStats {
+  int64_t records = 0;
+  int64_t skipped = 0;
+  std::string first_skip;              // the first skipped record's message, for the log line
+};
+
+// How a reader treats malformed input; built from DataConfig by options_from().
+struct ReadOptions {
+  bool skip_bad = false;               // on_bad_record: skip
+  // delimited
+  char delimiter = '\t';
+  bool quoting = false;                // CSV double-quote rules (RFC 4180), embedded newlines included
+  bool header = true;
+  std::string text_field = "sentence"; // header name, or 0-based column index when the file has none
+  std::string text_pair_field;         // optional second text (question + candidate sentence)
+  std::string label_field = "label";   // empty: no label (unlabelled text)
+  // conll
+  std::string tag_scheme = "bio";      // bio: IOB1 converted to BIO on read | keep
+  // text
+  std::string document_split = "line"; // line | blank_line
+  int64_t skip_lines = 0;              // leading lines to ignore (a `text` header line)
+};
+
+ReadOptions options_from(const DataConfig& c);
+
+std::vector<Record> read_conll(const std::string& path, const ReadOptions& o, ReadStats* st = nullptr);
+std::vector<Record> read_delimited(const std::string& path, const ReadOptions& o, ReadStats* st = nullptr);
+std::vector<Record> read_sst(const std::string& path, const ReadOptions& o, ReadStats* st = nullptr);
+std::vector<Record> read_jsonl(const std::string& path, const ReadOptions& o, ReadStats* st = nullptr);
+std::vector<Record> read_text(const std::string& path, const ReadOptions& o, ReadStats* st = nullptr);
+// A JSON list of {"conversations": [{"from", "value"}...]}, or such objects one after another (JSONL).
+std::vector<Record> read_conversations(const std::string& path, const ReadOptions& o, ReadStats* st = nullptr);
+
+// Dispatches on `format` (conll | tsv | csv | sst | jsonl | text | conversation).
+std::vector<Record> read_records(const std::string& format, const std::string& path, const ReadOptions& o,
+                                 ReadStats* st = nullptr);
+
+// Splits one line of CSV text into fields; exposed for tests. `line` may hold embedded newlines.
+std::vector<std::string> split_delimited(const std::string& line, char delim, bool quoting);
+
+}  // namespace kiln::data
