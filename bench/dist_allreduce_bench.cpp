@@ -1,0 +1,61 @@
+// All-reduce bus bandwidth over the MPI communicator, 1 KB to 256 MB, beside single-process memcpy
+// bandwidth. busbw = algbw * 2(n-1)/n, as nccl-tests defines it (the bytes each rank's link carries
+// in a ring all-reduce). Run: mpirun -np 2 [--bind-to none --oversubscribe] bench_dist_allreduce
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "dist/mpi_communicator.h"
+#include "dist/world.h"
+
+using Clock = std::chrono::steady_clock;
+
+int main() {
+  using namespace kiln::dist;
+  World& w = World::get();
+  w.configure_threads(1);
+  MpiCommunicator comm(600);
+  const int n = comm.size();
+  if (w.is_root())
+    std::printf("# ranks %d, fp32 in-place all-reduce (sum); memcpy: one process, same bytes\n"
+                "%12s %10s %12s %12s %14s\n", n, "bytes", "iters", "time_us", "busbw_GB/s", "memcpy_GB/s");
+  for (int64_t bytes = 1024; bytes <= (int64_t{256} << 20); bytes *= 4) {
+    const int64_t numel = bytes / 4;
+    at::Tensor t = at::ones({numel});
+    // Enough iterations for about half a second at the first estimate, at least 3.
+    comm.all_reduce(t, ReduceOp::Sum);
+    auto t0 = Clock::now();
+    comm.all_reduce(t, ReduceOp::Sum);
+    double once = std::chrono::duration<double>(Clock::now() - t0).count();
+    at::Tensor iters_t = at::full({1}, std::max(3.0, std::min(2000.0, 0.5 / std::max(once, 1e-6))), at::kDouble);
+    comm.broadcast(iters_t, 0);
+    const int iters = static_cast<int>(iters_t.item<double>());
+    comm.barrier();
+    t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) comm.all_reduce(t, ReduceOp::Sum);
+    double sec = std::chrono::duration<double>(Clock::now() - t0).count() / iters;
+    at::Tensor worst = at::full({1}, sec, at::kDouble);
+    comm.all_reduce(worst, ReduceOp::Sum);
+    sec = worst.item<double>() / n;
+    double busbw = bytes / sec * 2.0 * (n - 1) / n / 1e9;
+    comm.barrier();
+    double memcpy_bw = 0;
+    if (w.is_root()) {
+      std::vector<char> a(bytes, 1), b(bytes);
+      std::memcpy(b.data(), a.data(), bytes);
+      int reps = static_cast<int>(std::max<int64_t>(3, (int64_t{1} << 30) / bytes));
+      auto m0 = Clock::now();
+      for (int i = 0; i < reps; ++i) {
+        std::memcpy(b.data(), a.data(), bytes);
+        a[i % bytes] = b[(i * 7) % bytes];  // keep the copies from being elided
+      }
+      memcpy_bw = static_cast<double>(bytes) * reps / std::chrono::duration<double>(Clock::now() - m0).count() / 1e9;
+      std::printf("%12lld %10d %12.1f %12.3f %14.3f\n", static_cast<long long>(bytes), iters, sec * 1e6, busbw,
+                  memcpy_bw);
+      std::fflush(stdout);
+    }
+    comm.barrier();
+  }
+  return 0;
+}
