@@ -1,0 +1,315 @@
+#include "train/checkpoint.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <regex>
+
+#include "core/error.h"
+#include "core/hash.h"
+
+namespace kiln::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Handle {
+  hid_t id;
+  herr_t (*close)(hid_t);
+  ~Handle() {
+    if (id >= 0) close(id);
+  }
+};
+
+// HDF5 prints its own error stacks to stderr unless told not to; ours name the file instead.
+void quiet_hdf5() {
+  static bool done = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)done;
+}
+
+// The file type of each dtype: native types where HDF5 has one (so h5py shows real numbers), the
+// 16-bit floats as raw uint16 with the dtype in an attribute.
+hid_t file_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return H5T_NATIVE_FLOAT;
+    case at::kDouble: return H5T_NATIVE_DOUBLE;
+    case at::kLong: return H5T_NATIVE_INT64;
+    case at::kInt: return H5T_NATIVE_INT32;
+    case at::kByte:
+    case at::kBool: return H5T_NATIVE_UINT8;
+    case at::kChar: return H5T_NATIVE_INT8;
+    case at::kBFloat16:
+    case at::kHalf:
+    case at::kShort: return H5T_NATIVE_UINT16;
+    default: throw InternalError(fmt::format("checkpoint: unsupported dtype {}", c10::toString(t)));
+  }
+}
+
+at::ScalarType dtype_from_name(const std::string& s, const std::string& where) {
+  static const std::map<std::string, at::ScalarType> m = {
+      {"Float", at::kFloat}, {"Double", at::kDouble}, {"Long", at::kLong},   {"Int", at::kInt},
+      {"Byte", at::kByte},   {"Bool", at::kBool},     {"Char", at::kChar},   {"BFloat16", at::kBFloat16},
+      {"Half", at::kHalf},   {"Short", at::kShort}};
+  auto it = m.find(s);
+  if (it == m.end()) input_error("{}: unknown dtype `{}`", where, s);
+  return it->second;
+}
+
+void write_string_attr(hid_t obj, const char* name, const std::string& s) {
+  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Tset_size(type.id, std::max<size_t>(s.size(), 1));
+  H5Tset_strpad(type.id, H5T_STR_NULLPAD);
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  Handle attr{H5Acreate2(obj, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  std::string padded = s.empty() ? std::string(1, '\0') : s;
+  if (attr.id < 0 || H5Awrite(attr.id, type.id, padded.data()) < 0)
+    throw InternalError(fmt::format("checkpoint: cannot write attribute {}", name));
+}
+
+bool read_string_attr(hid_t obj, const char* name, std::string& out) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  Handle attr{H5Aopen(obj, name, H5P_DEFAULT), H5Aclose};
+  Handle type{H5Aget_type(attr.id), H5Tclose};
+  if (attr.id < 0 || type.id < 0 || H5Tget_class(type.id) != H5T_STRING) return false;
+  size_t n = H5Tget_size(type.id);
+  std::string s(n, '\0');
+  Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Tset_size(mem.id, n);
+  H5Tset_strpad(mem.id, H5T_STR_NULLPAD);
+  if (H5Aread(attr.id, mem.id, s.data()) < 0) return false;
+  s.resize(strnlen(s.data(), n));
+  out = s;
+  return true;
+}
+
+at::Tensor cpu_contiguous(const at::Tensor& t) { return t.detach().to(at::kCPU).contiguous(); }
+
+// Attribute names are stored in the root group's `attrs` list, since HDF5 attributes cannot be
+// enumerated cheaply in a fixed order.
+constexpr const char* kAttrPrefix = "kiln.";
+
+}  // namespace
+
+const TensorList& CheckpointFile::group(const std::string& name) const {
+  auto it = groups.find(name);
+  if (it == groups.end()) input_error("checkpoint has no group `{}`", name);
+  return it->second;
+}
+
+std::string CheckpointFile::sha256() const {
+  Sha256 h;
+  auto add_str = [&](const std::string& s) {
+    uint64_t n = s.size();
+    h.update(&n, sizeof(n));
+    h.update(s.data(), s.size());
+  };
+  for (auto& [g, tensors] : groups) {
+    add_str(g);
+    // Sorted by name, so the checksum does not depend on the order tensors were listed in.
+    std::vector<const std::pair<std::string, at::Tensor>*> sorted;
+    for (auto& p : tensors) sorted.push_back(&p);
+    std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first < b->first; });
+    for (auto* p : sorted) {
+      at::Tensor t = cpu_contiguous(p->second);
+      add_str(p->first);
+      add_str(c10::toString(t.scalar_type()));
+      for (auto d : t.sizes()) {
+        int64_t v = d;
+        h.update(&v, sizeof(v));
+      }
+      h.update(t.data_ptr(), t.numel() * t.element_size());
+    }
+  }
+  for (auto& [k, v] : attrs) {
+    add_str(k);
+    add_str(v);
+  }
+  return h.hex();
+}
+
+void write_checkpoint(const std::string& path, const CheckpointFile& c) {
+  quiet_hdf5();
+  fs::path final_path(path);
+  if (final_path.has_parent_path()) fs::create_directories(final_path.parent_path());
+  std::string tmp = path + ".tmp";
+  {
+    Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+    if (file.id < 0) throw InternalError(fmt::format("cannot create checkpoint {}", tmp));
+    for (auto& [gname, tensors] : c.groups) {
+      Handle g{H5Gcreate2(file.id, gname.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+      if (g.id < 0) throw InternalError(fmt::format("{}: cannot create group {}", tmp, gname));
+      for (auto& [name, tensor] : tensors) {
+        KILN_CHECK(name.find('/') == std::string::npos && !name.empty(), "checkpoint tensor name `{}`", name);
+        at::Tensor t = cpu_contiguous(tensor);
+        std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
+        Handle space{dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+                     H5Sclose};
+        hid_t type = file_type(t.scalar_type());
+        Handle ds{H5Dcreate2(g.id, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+        if (ds.id < 0) throw InternalError(fmt::format("{}: cannot create dataset {}/{}", tmp, gname, name));
+        if (t.numel() > 0 && H5Dwrite(ds.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
+          throw InternalError(fmt::format("{}: cannot write {}/{}", tmp, gname, name));
+        write_string_attr(ds.id, "dtype", c10::toString(t.scalar_type()));
+      }
+    }
+    for (auto& [k, v] : c.attrs) write_string_attr(file.id, (kAttrPrefix + k).c_str(), v);
+    write_string_attr(file.id, "sha256", c.sha256());
+    if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) throw InternalError(fmt::format("{}: flush failed", tmp));
+  }
+  // The data must be on disk before the rename makes the file visible under its final name.
+  int fd = ::open(tmp.c_str(), O_RDONLY);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw InternalError(fmt::format("{}: fsync failed: {}", tmp, std::strerror(errno)));
+  }
+  ::close(fd);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw InternalError(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
+  std::string dir = final_path.has_parent_path() ? final_path.parent_path().string() : ".";
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+namespace {
+struct ReadCtx {
+  hid_t group;
+  std::string path;
+  TensorList* out;
+  std::string error;
+};
+
+herr_t read_dataset(hid_t g, const char* name, const H5L_info_t*, void* op) {
+  auto* ctx = static_cast<ReadCtx*>(op);
+  Handle ds{H5Dopen2(g, name, H5P_DEFAULT), H5Dclose};
+  std::string dtype;
+  if (ds.id < 0 || !read_string_attr(ds.id, "dtype", dtype)) {
+    ctx->error = fmt::format("dataset `{}` unreadable", name);
+    return -1;
+  }
+  at::ScalarType st;
+  try {
+    st = dtype_from_name(dtype, ctx->path);
+  } catch (const InputError& e) {
+    ctx->error = e.what();
+    return -1;
+  }
+  Handle space{H5Dget_space(ds.id), H5Sclose};
+  int nd = H5Sget_simple_extent_ndims(space.id);
+  if (nd < 0) {
+    ctx->error = fmt::format("dataset `{}` has a bad shape", name);
+    return -1;
+  }
+  std::vector<hsize_t> dims(static_cast<size_t>(nd));
+  if (nd > 0) H5Sget_simple_extent_dims(space.id, dims.data(), nullptr);
+  std::vector<int64_t> shape(dims.begin(), dims.end());
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(st));
+  if (t.numel() > 0 && H5Dread(ds.id, file_type(st), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0) {
+    ctx->error = fmt::format("dataset `{}` unreadable", name);
+    return -1;
+  }
+  ctx->out->emplace_back(name, t);
+  return 0;
+}
+
+struct GroupCtx {
+  CheckpointFile* c;
+  std::string path;
+  std::string error;
+};
+
+herr_t read_group(hid_t file, const char* name, const H5L_info_t*, void* op) {
+  auto* gctx = static_cast<GroupCtx*>(op);
+  Handle g{H5Gopen2(file, name, H5P_DEFAULT), H5Gclose};
+  if (g.id < 0) {
+    gctx->error = fmt::format("group `{}` unreadable", name);
+    return -1;
+  }
+  ReadCtx ctx{g.id, gctx->path, &gctx->c->groups[name], ""};
+  hsize_t idx = 0;
+  if (H5Literate(g.id, H5_INDEX_NAME, H5_ITER_INC, &idx, read_dataset, &ctx) < 0) {
+    gctx->error = ctx.error.empty() ? fmt::format("group `{}` unreadable", name) : ctx.error;
+    return -1;
+  }
+  return 0;
+}
+
+herr_t collect_attr(hid_t obj, const char* name, const H5A_info_t*, void* op) {
+  static_cast<std::vector<std::string>*>(op)->push_back(name);
+  return 0;
+}
+}  // namespace
+
+CheckpointFile read_checkpoint(const std::string& path) {
+  quiet_hdf5();
+  if (!fs::exists(path)) input_error("checkpoint {} does not exist", path);
+#if H5_VERSION_GE(1, 12, 0)
+  const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
+  const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
+  if (is_hdf5 <= 0)
+    input_error("checkpoint {} is corrupt: truncated or not an HDF5 file ({} bytes)", path, fs::file_size(path));
+  Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  if (file.id < 0) input_error("checkpoint {} is corrupt: HDF5 cannot open it (truncated?)", path);
+  CheckpointFile c;
+  std::string stored;
+  if (!read_string_attr(file.id, "sha256", stored))
+    input_error("checkpoint {} is corrupt or not a kiln checkpoint: no readable `sha256` attribute", path);
+  std::vector<std::string> names;
+  hsize_t aidx = 0;
+  if (H5Aiterate2(file.id, H5_INDEX_NAME, H5_ITER_INC, &aidx, collect_attr, &names) < 0)
+    input_error("checkpoint {} is corrupt: attributes unreadable", path);
+  for (auto& n : names) {
+    if (n.rfind(kAttrPrefix, 0) != 0) continue;
+    std::string v;
+    if (!read_string_attr(file.id, n.c_str(), v)) input_error("checkpoint {} is corrupt: attribute `{}` unreadable", path, n);
+    c.attrs[n.substr(std::strlen(kAttrPrefix))] = v;
+  }
+  GroupCtx gctx{&c, path, ""};
+  hsize_t idx = 0;
+  if (H5Literate(file.id, H5_INDEX_NAME, H5_ITER_INC, &idx, read_group, &gctx) < 0)
+    input_error("checkpoint {} is corrupt: {}", path, gctx.error.empty() ? "unreadable" : gctx.error);
+  std::string actual = c.sha256();
+  if (actual != stored)
+    input_error("checkpoint {} is corrupt: contents do not match their checksum (stored sha256 {}, contents {})",
+                path, stored.substr(0, 16), actual.substr(0, 16));
+  return c;
+}
+
+std::string checkpoint_name(int64_t step) { return fmt::format("step-{:08d}.h5", step); }
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  static const std::regex re(R"(step-(\d+)\.h5)");
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    std::string name = e.path().filename().string();
+    if (e.is_regular_file() && std::regex_match(name, m, re)) out.emplace_back(std::stoll(m[1]), e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void prune_checkpoints(const std::string& dir, int64_t keep) {
+  if (keep <= 0) return;
+  auto all = list_checkpoints(dir);
+  for (size_t i = 0; i + size_t(keep) < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove(all[i].second, ec);
+  }
+}
+
+}  // namespace kiln::train

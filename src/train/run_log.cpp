@@ -1,0 +1,63 @@
+#include "train/run_log.h"
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "train/tensorboard.h"
+
+namespace kiln::train {
+
+namespace fs = std::filesystem;
+
+RunLog::RunLog(const std::string& run_dir, int64_t resume_step, bool tensorboard) {
+  fs::create_directories(run_dir);
+  std::string path = run_dir + "/metrics.jsonl";
+  if (fs::exists(path)) {
+    std::ifstream in(path);
+    std::stringstream kept;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.contains("step")) continue;  // a line cut by a kill mid-write
+      if (resume_step >= 0 && j["step"].get<int64_t>() > resume_step) continue;
+      kept << line << '\n';
+    }
+    in.close();
+    std::ofstream(path, std::ios::trunc) << kept.str();
+  }
+  jsonl_.open(path, std::ios::app);
+  if (!jsonl_) input_error("cannot write {}", path);
+  if (tensorboard) {
+    fs::create_directories(run_dir + "/tb");
+    // TensorBoard reads every events file in the folder and orders scalars by step, so a resumed
+    // run simply adds a file.
+    tb_ = std::make_unique<EventWriter>(run_dir + "/tb");
+  }
+}
+
+RunLog::~RunLog() = default;
+
+void RunLog::write(int64_t step, const std::string& split, const std::map<std::string, double>& values) {
+  nlohmann::json j;
+  j["step"] = step;
+  j["split"] = split;
+  for (auto& [k, v] : values) {
+    if (std::isfinite(v))
+      j[k] = v;
+    else
+      j[k] = nullptr;  // JSON has no NaN
+    if (tb_) tb_->scalar(split + "/" + k, v, step);
+  }
+  jsonl_ << j.dump() << '\n';
+}
+
+void RunLog::flush() {
+  jsonl_.flush();
+  if (tb_) tb_->flush();
+}
+
+}  // namespace kiln::train

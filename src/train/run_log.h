@@ -1,0 +1,28 @@
+// The run's scalar logs: metrics.jsonl (one JSON object per line: {"step", "split", <name>: value})
+// and TensorBoard events under tb/ (tags "<split>/<name>"). Rank 0 only. On resume from step k,
+// lines after step k (written by the interrupted run after its last checkpoint) are dropped, so the
+// log of a resumed run reads like the log of an unbroken one.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace kiln::train {
+
+class EventWriter;
+
+class RunLog {
+ public:
+  RunLog(const std::string& run_dir, int64_t resume_step, bool tensorboard);
+  ~RunLog();
+  void write(int64_t step, const std::string& split, const std::map<std::string, double>& values);
+  void flush();
+
+ private:
+  std::ofstream jsonl_;
+  std::unique_ptr<EventWriter> tb_;
+};
+
+}  // namespace kiln::train

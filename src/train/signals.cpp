@@ -1,0 +1,38 @@
+#include "train/signals.h"
+
+#include <csignal>
+
+namespace kiln::train {
+
+namespace {
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  if (!g_signal) g_signal = sig;
+}
+}  // namespace
+
+struct StopSignals::Saved {
+  struct sigaction term, usr1;
+};
+
+StopSignals::StopSignals() : saved_(new Saved) {
+  g_signal = 0;  // only signals that arrive while the handlers are ours count
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // a signal must not make a blocking read or MPI call fail
+  sigaction(SIGTERM, &sa, &saved_->term);
+  sigaction(SIGUSR1, &sa, &saved_->usr1);
+}
+
+StopSignals::~StopSignals() {
+  sigaction(SIGTERM, &saved_->term, nullptr);
+  sigaction(SIGUSR1, &saved_->usr1, nullptr);
+  delete saved_;
+}
+
+bool StopSignals::requested() { return g_signal != 0; }
+int StopSignals::signal() { return int(g_signal); }
+void StopSignals::reset() { g_signal = 0; }
+
+}  // namespace kiln::train

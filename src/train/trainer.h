@@ -1,0 +1,106 @@
+// The training loop, generic over a methods::Task. One step (see Trainer::train_step):
+//   sampler -> this rank's slice of the global batch -> micro-batches -> all-reduce the step's target
+//   count -> per micro-batch forward + backward of (loss sum / global targets) -> gradient sum over
+//   ranks -> global-norm clipping -> AdamW at the scheduled learning rate -> stop flag and loss
+//   all-reduced together -> log, evaluate, checkpoint.
+// Every rank runs the same steps; rank 0 writes logs and checkpoints.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "data/sampler.h"
+#include "train/checkpoint.h"
+#include "train/eval_records.h"
+
+namespace kiln::methods {
+class Task;
+}
+namespace kiln::dist {
+class World;
+class Communicator;
+class GradSync;
+class Zero1AdamW;
+}  // namespace kiln::dist
+
+namespace kiln::train {
+
+class Optimizer;
+class RunLog;
+class Schedule;
+
+struct FitResult {
+  int64_t step = 0;                       // optimizer steps done (including those before a resume)
+  int64_t resumed_from = -1;              // step of the checkpoint resumed from; -1: fresh start
+  bool preempted = false;                 // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
+  std::vector<double> losses;             // training loss of each step this process ran
+  std::map<std::string, double> eval;     // the last evaluation (empty if none)
+  std::string last_checkpoint;
+};
+
+// Every rank's records, concatenated and sorted by example index, on every rank. Collective.
+EvalRecords gather_records(const EvalRecords& mine, dist::Communicator& comm);
+// Every rank's bytes, on every rank (all[r] from rank r). Collective.
+std::vector<std::string> all_gather_bytes(const std::string& mine, dist::Communicator& comm);
+
+// The run directory (docs/train.md): recipe.yaml, metrics.jsonl, tb/, checkpoints/, adapter/, results.json.
+std::string run_dir_of(const Recipe& r);
+
+class Trainer {
+ public:
+  // The task must be built. `comm` carries gradients, counts and gathers.
+  Trainer(const Recipe& recipe, methods::Task& task, dist::World& world, dist::Communicator& comm);
+  ~Trainer();
+
+  FitResult fit();
+  // Evaluates the whole eval split: every rank evaluates its contiguous share, the records are
+  // gathered and sorted by example, and Task::metrics runs on all of them. Collective.
+  std::map<std::string, double> evaluate();
+  // Gathered records of the last evaluate() (identical on every rank).
+  const EvalRecords& last_records() const { return records_; }
+
+  void save_checkpoint(const std::string& path);  // collective; rank 0 writes
+  void load_checkpoint(const std::string& path);  // every rank reads
+  // The checkpoint `checkpoint.resume` names: "" for none. auto: the newest that verifies, skipping
+  // (with a warning) corrupt ones. Collective: rank 0 chooses.
+  std::string resume_path();
+
+  int64_t step() const { return step_; }
+  int64_t total_steps() const { return total_steps_; }
+  int64_t accumulation() const { return accum_; }
+  const std::string& run_dir() const { return run_dir_; }
+
+ private:
+  double train_step();
+  void setup_optimizer();
+  std::vector<at::Tensor> grads();
+  double clip_gradients();
+  void write_recipe();
+  CheckpointFile make_checkpoint();
+
+  const Recipe& recipe_;
+  methods::Task& task_;
+  dist::World& world_;
+  dist::Communicator& comm_;
+  std::string run_dir_, ckpt_dir_;
+  int64_t global_batch_ = 0, accum_ = 1, total_steps_ = 0, warmup_ = 0, step_ = 0;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::unique_ptr<dist::GradSync> sync_;   // more than one rank
+  std::unique_ptr<Optimizer> opt_;         // replicated AdamW, or
+  std::unique_ptr<dist::Zero1AdamW> zero_; // dist.zero1 on more than one rank
+  std::unique_ptr<Schedule> schedule_;
+  std::unique_ptr<data::Sampler> sampler_;
+  std::unique_ptr<RunLog> log_;
+  EvalRecords records_;
+  int64_t optimizer_steps() const;
+  TensorList optimizer_state();
+  void load_optimizer_state(const TensorList& state, int64_t steps, const std::string& path);
+  double last_grad_norm_ = 0, last_lr_ = 0;
+  int64_t last_tokens_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace kiln::train

@@ -1,0 +1,157 @@
+// Exact resume: 2k steps in one run equal k steps, a stop (a real SIGTERM, raised on the last rank
+// only: every rank must stop after the same step), a resume and k more steps, in losses and final
+// weights, bit for bit on CPU. Runs as 1 rank and under mpirun -np 2 (same source, two tests).
+// Also: `resume: auto` falls back past a corrupt newest checkpoint, and the run directory holds what
+// docs/train.md says.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "dist/communicator.h"
+#include "dist/world.h"
+#include "toy_task.h"
+#include "train/checkpoint.h"
+#include "train/tensorboard.h"
+#include "train/trainer.h"
+
+using namespace kiln;
+namespace fs = std::filesystem;
+
+namespace {
+struct Env {
+  dist::World& world = dist::World::get();
+  std::unique_ptr<dist::Communicator> comm;
+  Env() {
+    world.configure_threads(1);
+    comm = dist::make_communicator(DistConfig{}, world);
+  }
+};
+Env& env() {
+  static Env e;
+  return e;
+}
+
+std::string fresh_dir(const std::string& name) {
+  auto& e = env();
+  std::string d = fmt::format("{}/kiln_test_resume_np{}_{}", fs::temp_directory_path().string(), e.world.size(), name);
+  if (e.world.is_root()) fs::remove_all(d);
+  e.comm->barrier();
+  return d;
+}
+
+struct Outcome {
+  train::FitResult fit;
+  std::vector<at::Tensor> weights;
+  std::map<std::string, double> eval;
+};
+
+Outcome run(const Recipe& r, int64_t stop_in_step = 0) {
+  auto& e = env();
+  test::ToyTask task;
+  task.build(r, e.world);
+  task.accumulation = r.train.global_batch / (r.train.micro_batch * e.world.size());
+  if (e.world.rank() == e.world.size() - 1) task.stop_in_step = stop_in_step;
+  train::Trainer trainer(r, task, e.world, *e.comm);
+  Outcome o;
+  o.fit = trainer.fit();
+  for (auto& [n, p] : task.trainable()) o.weights.push_back(p.detach().clone());
+  o.eval = o.fit.eval;
+  return o;
+}
+
+void expect_identical(const Outcome& a, const std::vector<double>& losses, const Outcome& b) {
+  ASSERT_EQ(a.fit.losses.size(), losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(a.fit.losses[i], losses[i]) << "step " << i + 1;
+  ASSERT_EQ(a.weights.size(), b.weights.size());
+  for (size_t i = 0; i < a.weights.size(); ++i) EXPECT_TRUE(at::equal(a.weights[i], b.weights[i])) << "weight " << i;
+  EXPECT_EQ(a.eval, b.eval);
+}
+}  // namespace
+
+TEST(Resume, StopAndResumeEqualsUnbrokenRun) {
+  Recipe r = test::toy_recipe(fresh_dir("unbroken"));
+  Outcome whole = run(r);
+  ASSERT_EQ(whole.fit.step, 8);
+  ASSERT_FALSE(whole.fit.preempted);
+  EXPECT_GT(whole.fit.losses.front(), whole.fit.losses.back());  // it learns
+
+  Recipe s = test::toy_recipe(fresh_dir("stopped"));
+  Outcome first = run(s, /*stop_in_step=*/3);
+  EXPECT_TRUE(first.fit.preempted);
+  EXPECT_EQ(first.fit.step, 3);
+  EXPECT_TRUE(fs::exists(first.fit.last_checkpoint)) << first.fit.last_checkpoint;
+
+  s.checkpoint.resume = "auto";
+  Outcome second = run(s);
+  EXPECT_EQ(second.fit.resumed_from, 3);
+  EXPECT_FALSE(second.fit.preempted);
+  std::vector<double> losses = first.fit.losses;
+  losses.insert(losses.end(), second.fit.losses.begin(), second.fit.losses.end());
+  expect_identical(whole, losses, second);
+
+  // metrics.jsonl of the resumed run reads like the unbroken one: one train line per step.
+  if (env().world.is_root()) {
+    std::ifstream in(s.checkpoint.run_dir + "/metrics.jsonl");
+    std::string line;
+    std::vector<int64_t> steps;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j["split"] == "train") steps.push_back(j["step"].get<int64_t>());
+    }
+    EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+    EXPECT_TRUE(fs::exists(s.checkpoint.run_dir + "/recipe.yaml"));
+    EXPECT_TRUE(fs::exists(s.checkpoint.run_dir + "/results.json"));
+    int scalars = 0;
+    for (auto& f : fs::directory_iterator(s.checkpoint.run_dir + "/tb"))
+      scalars += int(train::read_events(f.path().string()).scalars.size());
+    EXPECT_GT(scalars, 8 * 4);
+  }
+}
+
+TEST(Resume, AutoFallsBackPastACorruptCheckpoint) {
+  Recipe r = test::toy_recipe(fresh_dir("unbroken2"));
+  Outcome whole = run(r);
+
+  Recipe s = test::toy_recipe(fresh_dir("fallback"));
+  s.checkpoint.every = 2;
+  s.checkpoint.keep = 2;
+  Outcome first = run(s, /*stop_in_step=*/5);  // checkpoints at 2, 4, then 5 on the signal; keep 2: 4, 5
+  ASSERT_TRUE(first.fit.preempted);
+  std::string dir = s.checkpoint.run_dir + "/checkpoints";
+  auto all = train::list_checkpoints(dir);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].first, 4);
+  EXPECT_EQ(all[1].first, 5);
+  env().comm->barrier();
+  if (env().world.is_root()) fs::resize_file(all[1].second, fs::file_size(all[1].second) / 2);  // a torn write
+  env().comm->barrier();
+
+  s.checkpoint.resume = "auto";
+  Outcome second = run(s);
+  EXPECT_EQ(second.fit.resumed_from, 4);
+  std::vector<double> losses(first.fit.losses.begin(), first.fit.losses.begin() + 4);
+  losses.insert(losses.end(), second.fit.losses.begin(), second.fit.losses.end());
+  expect_identical(whole, losses, second);
+
+  // An explicit path to a corrupt file is an error, not a fallback.
+  if (env().world.is_root()) fs::resize_file(train::list_checkpoints(dir).back().second, 100);
+  env().comm->barrier();
+  s.checkpoint.resume = train::list_checkpoints(dir).back().second;
+  try {
+    run(s);
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Resume, GlobalBatchMismatchIsAnInputError) {
+  Recipe s = test::toy_recipe(fresh_dir("mismatch"));
+  run(s, 2);
+  s.checkpoint.resume = "auto";
+  s.train.global_batch = 8 * env().world.size();
+  EXPECT_THROW(run(s), InputError);
+}
