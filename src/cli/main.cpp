@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   cli::add_version(app, action);
   // Verbs register in the order `kiln --help` lists them.
   cli::add_recipe(app, action);
+  cli::add_preprocess(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
