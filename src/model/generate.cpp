@@ -1,0 +1,91 @@
+#include "model/generate.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "core/error.h"
+
+namespace kiln::model {
+
+int64_t sample_token(const at::Tensor& logits, const GenerateOptions& opts, at::Generator& gen) {
+  at::Tensor l = logits.detach().to(at::kCPU, at::kFloat);
+  if (opts.temperature <= 0) return l.argmax().item<int64_t>();
+  at::Tensor probs = at::softmax(l / opts.temperature, -1);
+  if (opts.top_p < 1.0) {
+    // transformers' TopPLogitsWarper: drop the tail whose cumulative mass (in descending order)
+    // exceeds top_p, always keeping the most likely token.
+    auto sorted = probs.sort(-1, /*descending=*/true);
+    at::Tensor p = std::get<0>(sorted), idx = std::get<1>(sorted);
+    at::Tensor before = p.cumsum(-1) - p;  // mass of the tokens ranked above each one
+    at::Tensor keep = before < opts.top_p;
+    keep[0] = true;
+    at::Tensor kept = at::zeros_like(probs).scatter_(-1, idx, p * keep.to(at::kFloat));
+    probs = kept / kept.sum();
+  }
+  return at::multinomial(probs, 1, /*replacement=*/false, gen).item<int64_t>();
+}
+
+std::vector<std::vector<int64_t>> generate(Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerateOptions& opts) {
+  if (prompts.empty()) return {};
+  const auto& cfg = model->config();
+  const int64_t B = int64_t(prompts.size());
+  int64_t longest = 0;
+  for (const auto& p : prompts) {
+    if (p.empty()) input_error("generate: empty prompt (start it with BOS id {})", cfg.bos_token_id);
+    for (int64_t id : p)
+      if (id < 0 || id >= cfg.vocab_size) input_error("generate: token id {} is outside the vocabulary [0, {})", id, cfg.vocab_size);
+    longest = std::max<int64_t>(longest, int64_t(p.size()));
+  }
+  const bool was_training = model->is_training();
+  model->eval();
+  at::NoGradGuard no_grad;
+  const auto dev = model->device();
+  const int64_t pad = cfg.pad_token_id >= 0 ? cfg.pad_token_id : cfg.eos();
+  at::Tensor ids = at::full({B, longest}, pad, at::kLong), mask = at::zeros({B, longest}, at::kLong);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[size_t(b)];
+    const int64_t off = longest - int64_t(p.size());
+    for (size_t i = 0; i < p.size(); ++i) {
+      ids[b][off + int64_t(i)] = p[i];
+      mask[b][off + int64_t(i)] = 1;
+    }
+  }
+  KVCache cache = model->new_cache(B, longest + opts.max_new_tokens);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
+  auto stops = [&](int64_t id) {
+    if (opts.stop_at_eos && cfg.is_eos(id)) return true;
+    return std::find(opts.stop_ids.begin(), opts.stop_ids.end(), id) != opts.stop_ids.end();
+  };
+
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
+  std::vector<bool> done(static_cast<size_t>(B), false);
+  at::Tensor h = model->hidden_states_cached(ids.to(dev), cache, mask.to(dev));
+  at::Tensor last = model->logits(h.narrow(1, longest - 1, 1)).squeeze(1);  // [B, V]
+  for (int64_t step = 0; step < opts.max_new_tokens; ++step) {
+    std::vector<int64_t> next(size_t(B), pad);
+    bool all_done = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[size_t(b)]) continue;
+      const int64_t t = sample_token(last[b], opts, gen);
+      if (stops(t)) {
+        done[size_t(b)] = true;
+        continue;
+      }
+      out[size_t(b)].push_back(t);
+      next[size_t(b)] = t;
+      all_done = false;
+    }
+    if (all_done || step + 1 == opts.max_new_tokens) break;
+    at::Tensor step_ids = at::tensor(next, at::kLong).view({B, 1}).to(dev);
+    h = model->hidden_states_cached(step_ids, cache);
+    last = model->logits(h).squeeze(1);
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+std::vector<int64_t> generate(Llama& model, const std::vector<int64_t>& prompt, const GenerateOptions& opts) {
+  return generate(model, std::vector<std::vector<int64_t>>{prompt}, opts)[0];
+}
+
+}  // namespace kiln::model
