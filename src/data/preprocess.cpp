@@ -366,6 +366,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, cons
     par.barrier();
     rethrow_rank_errors(dir, 1, "merge");
     if (par.rank == 0) fs::remove_all(dir);
+    par.barrier();  // a following preprocess of this split must not write into the dir being removed
     sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     out.push_back(sum);
   }
