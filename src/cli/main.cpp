@@ -1,10 +1,13 @@
 // kiln <verb> [recipe] [key=value ...]: the one entry point. Exit codes: 0 success, 2 bad input or
 // usage, 1 internal failure, 3 stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
+#include <mpi.h>
+
 #include <iostream>
 
 #include "cli/verbs.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/world.h"
 
 namespace kiln::cli {
 
@@ -16,6 +19,30 @@ void RecipeArgs::add_to(CLI::App* sub, bool recipe_required) {
   sub->add_option("--log-level", log_level, "debug | info | warn | error")->capture_default_str();
 }
 
+namespace {
+
+int world_size() {
+  int init = 0, fin = 0, size = 1;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+std::string rank_tag() {
+  if (world_size() <= 1) return "";
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return " (rank " + std::to_string(rank) + ")";
+}
+
+// A rank that fails after MPI is up may leave the others waiting in a collective: end the whole
+// job now, with this rank's exit code, instead of waiting for their watchdogs.
+void end_job(int code) {
+  if (world_size() > 1) kiln::dist::World::get().abort(code);
+}
+
+}  // namespace
 }  // namespace kiln::cli
 
 int main(int argc, char** argv) {
@@ -29,20 +56,27 @@ int main(int argc, char** argv) {
   // Verbs register in the order `kiln --help` lists them.
   cli::add_recipe(app, action);
   cli::add_preprocess(app, action);
+  cli::add_train(app, action);
+  cli::add_eval(app, action);
+  cli::add_export(app, action);
+  cli::add_generate(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);  // prints help or the usage error
     return code == 0 ? kExitOk : kExitInput;
   }
+  int code = kExitOk;
   try {
     return action ? action() : kExitOk;
   } catch (const Error& e) {
     // Logging may not be set up yet (a recipe error comes before the rank is known).
-    std::cerr << "kiln: error: " << e.what() << std::endl;
-    return e.exit_code();
+    std::cerr << "kiln: error" << cli::rank_tag() << ": " << e.what() << std::endl;
+    code = e.exit_code();
   } catch (const std::exception& e) {
-    std::cerr << "kiln: internal error: " << e.what() << std::endl;
-    return kExitInternal;
+    std::cerr << "kiln: internal error" << cli::rank_tag() << ": " << e.what() << std::endl;
+    code = kExitInternal;
   }
+  cli::end_job(code);
+  return code;
 }

@@ -65,7 +65,11 @@ uint32_t masked_crc32c(const void* data, size_t n) {
 EventWriter::EventWriter(const std::string& dir, const std::string& suffix) {
   char host[256] = "localhost";
   gethostname(host, sizeof(host) - 1);
-  path_ = fmt::format("{}/events.out.tfevents.{}.{}.{}", dir, int64_t(now_seconds()), host, suffix);
+  // pid and a per-process counter as PyTorch's SummaryWriter adds them: two writers started within
+  // one second (a quick resume) must not truncate each other's file.
+  static int counter = 0;
+  path_ = fmt::format("{}/events.out.tfevents.{}.{}.{}.{}.{}", dir, int64_t(now_seconds()), host, getpid(), counter++,
+                      suffix);
   f_ = std::fopen(path_.c_str(), "wb");
   if (!f_) input_error("cannot create TensorBoard event file {}: {}", path_, std::strerror(errno));
   std::string ev;

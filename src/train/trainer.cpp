@@ -180,6 +180,16 @@ void Trainer::load_optimizer_state(const TensorList& state, int64_t steps, const
   zero_->load_state(st);
 }
 
+std::vector<at::Tensor> Trainer::grads() {
+  std::vector<at::Tensor> g;
+  for (auto& [name, p] : params_) {
+    // A parameter the step's loss never reached has a zero gradient.
+    if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    g.push_back(p.grad());
+  }
+  return g;
+}
+
 double Trainer::clip_gradients() {
   at::NoGradGuard ng;
   double sq = 0;

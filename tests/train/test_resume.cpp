@@ -48,7 +48,7 @@ struct Outcome {
   std::map<std::string, double> eval;
 };
 
-Outcome run(const Recipe& r, int64_t stop_in_step = 0) {
+Outcome run(Recipe r, int64_t stop_in_step = 0) {
   auto& e = env();
   test::ToyTask task;
   task.build(r, e.world);
@@ -76,7 +76,10 @@ TEST(Resume, StopAndResumeEqualsUnbrokenRun) {
   Outcome whole = run(r);
   ASSERT_EQ(whole.fit.step, 8);
   ASSERT_FALSE(whole.fit.preempted);
-  EXPECT_GT(whole.fit.losses.front(), whole.fit.losses.back());  // it learns
+  // It trains: the weights moved away from the initial ones.
+  test::ToyTask fresh;
+  fresh.build(r, env().world);
+  EXPECT_FALSE(at::equal(fresh.trainable()[1].second, whole.weights[1]));
 
   Recipe s = test::toy_recipe(fresh_dir("stopped"));
   Outcome first = run(s, /*stop_in_step=*/3);
@@ -107,7 +110,7 @@ TEST(Resume, StopAndResumeEqualsUnbrokenRun) {
     int scalars = 0;
     for (auto& f : fs::directory_iterator(s.checkpoint.run_dir + "/tb"))
       scalars += int(train::read_events(f.path().string()).scalars.size());
-    EXPECT_GT(scalars, 8 * 4);
+    EXPECT_EQ(scalars, 8 * 5 + 6);  // loss, lr, grad_norm, tokens, epoch a step; 6 eval metrics at the end
   }
 }
 
@@ -152,6 +155,6 @@ TEST(Resume, GlobalBatchMismatchIsAnInputError) {
   Recipe s = test::toy_recipe(fresh_dir("mismatch"));
   run(s, 2);
   s.checkpoint.resume = "auto";
-  s.train.global_batch = 8 * env().world.size();
+  s.train.global_batch = 2 * 16;  // toy_recipe trains with 16: a multiple of 4 x ranks, but not 16
   EXPECT_THROW(run(s), InputError);
 }

@@ -85,7 +85,7 @@ class ToyTask : public methods::Task {
     ++calls;
     if (stop_in_step > 0 && calls == (stop_in_step - 1) * accumulation + 1) kill(getpid(), SIGTERM);
     auto logits = model->forward(b);
-    return {at::cross_entropy(logits, b.labels, {}, at::Reduction::Sum), b.size()};
+    return {at::cross_entropy_loss(logits, b.labels, {}, at::Reduction::Sum), b.size()};
   }
   // Pseudo tags per token, for span F1: gold from the ids; predicted ones equal the gold where the
   // example's class is right and are shifted where it is wrong.
@@ -108,7 +108,7 @@ class ToyTask : public methods::Task {
       out.gold_seq.push_back(tags(examples[1][size_t(i)], false));
       out.pred_seq.push_back(tags(examples[1][size_t(i)], out.pred.back() != out.gold.back()));
     }
-    return {at::cross_entropy(logits, b.labels, {}, at::Reduction::Sum), b.size()};
+    return {at::cross_entropy_loss(logits, b.labels, {}, at::Reduction::Sum), b.size()};
   }
   std::map<std::string, double> metrics(const train::EvalRecords& all) override {
     auto c = train::class_counts(all.pred, all.gold);

@@ -1,0 +1,52 @@
+// `kiln eval R.yaml [key=value ...] [--checkpoint FILE|RUN_DIR] [--base]`: evaluates trained weights
+// on the recipe's eval split across all ranks (metrics from gathered predictions) and prints them as
+// JSON on stdout. Without --checkpoint: the newest good checkpoint of the recipe's run directory.
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/train_session.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/world.h"
+#include "methods/task.h"
+#include "train/trainer.h"
+
+namespace kiln::cli {
+
+namespace {
+RecipeArgs g_eval_args;
+std::string g_checkpoint;
+bool g_base = false;
+
+int run_eval() {
+  Session s(g_eval_args);
+  if (!g_checkpoint.empty()) s.recipe.checkpoint.resume = g_checkpoint;
+  if (g_base) s.recipe.checkpoint.resume = "none";
+  train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
+  std::string from = trainer.resume_path();
+  if (from.empty() && !g_base)
+    input_error("no checkpoint to evaluate in {} (give --checkpoint, or --base for the untrained model)",
+                trainer.run_dir());
+  if (!from.empty()) trainer.load_checkpoint(from);
+  auto m = trainer.evaluate();
+  if (s.world.is_root()) {
+    nlohmann::json j;
+    j["checkpoint"] = from;
+    j["step"] = trainer.step();
+    j["main_metric"] = s.task->main_metric();
+    for (auto& [k, v] : m) j["metrics"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+    std::cout << j.dump(2) << std::endl;
+  }
+  return kExitOk;
+}
+}  // namespace
+
+void add_eval(CLI::App& app, Action& action) {
+  auto* sub = app.add_subcommand("eval", "Evaluate a checkpoint on the recipe's eval split; prints metrics as JSON");
+  g_eval_args.add_to(sub);
+  sub->add_option("--checkpoint", g_checkpoint, "Checkpoint file or run directory (default: the recipe's run directory)");
+  sub->add_flag("--base", g_base, "Evaluate the model as built, without loading a checkpoint (a baseline)");
+  sub->callback([&action] { action = [] { return run_eval(); }; });
+}
+
+}  // namespace kiln::cli

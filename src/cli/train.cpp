@@ -1,0 +1,68 @@
+// `kiln train R.yaml [key=value ...]`: builds the recipe's method on every rank and trains it.
+// Exit codes: 0 done, 2 bad input, 1 internal failure, 3 stopped by SIGTERM/SIGUSR1 after writing a
+// checkpoint (rerun the same command to continue: checkpoint.resume defaults to auto).
+#include <filesystem>
+
+#include "cli/verbs.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/communicator.h"
+#include "dist/world.h"
+#include "cli/train_session.h"
+#include "methods/registry.h"
+#include "train/trainer.h"
+
+namespace kiln::cli {
+
+namespace {
+RecipeArgs g_train_args;
+}
+
+Session::Session(const RecipeArgs& args)
+    : recipe(read_recipe(args.recipe, args.overrides)), world(dist::World::get()) {
+  std::string level = args.log_level != "info" ? args.log_level : recipe.log.level;
+  log::setup(world.rank(), world.size(), args.log_all_ranks || recipe.log.all_ranks, log::parse_level(level));
+  world.configure_threads(int(recipe.train.threads));
+  std::string layout = world.describe_layout();  // collective: every rank takes part
+  log::info("kiln: {} rank(s)\n{}", world.size(), layout);
+  comm = dist::make_communicator(recipe.dist, world);
+  task = methods::make_task(recipe.method);
+  // Identical initial weights (LoRA, heads) on every rank; the trainer broadcasts rank 0's anyway.
+  at::manual_seed(uint64_t(recipe.train.seed));
+  task->build(recipe, world);
+}
+
+Session::~Session() = default;
+
+int run_train(const RecipeArgs& args) {
+  Session s(args);
+  train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
+  train::FitResult res = trainer.fit();
+  if (res.preempted) {
+    log::warn("stopped at step {} of {}; checkpoint {}; run the same command again to continue", res.step,
+              trainer.total_steps(), res.last_checkpoint);
+    return kExitPreempted;
+  }
+  if (s.recipe.checkpoint.export_adapter && s.recipe.lora.enabled && s.world.is_root()) {
+    std::string dir = (std::filesystem::path(trainer.run_dir()) / "adapter").string();
+    s.task->export_adapter(dir);
+    log::info("adapter written to {}", dir);
+  }
+  if (!res.eval.empty()) {
+    auto it = res.eval.find(s.task->main_metric());
+    if (it != res.eval.end()) log::info("final {} = {:.4f} (step {})", it->first, it->second, res.step);
+  }
+  return kExitOk;
+}
+
+void add_train(CLI::App& app, Action& action) {
+  auto* sub = app.add_subcommand("train", "Train the recipe's method: checkpoints, evaluation, logs in the run directory");
+  g_train_args.add_to(sub);
+  sub->footer(
+      "Exit codes: 0 done, 2 bad input, 1 internal error, 3 stopped by SIGTERM/SIGUSR1 after a checkpoint.\n"
+      "Resume: rerun the same command (checkpoint.resume=auto), or checkpoint.resume=<file|run dir>|none.");
+  sub->callback([&action] { action = [] { return run_train(g_train_args); }; });
+}
+
+}  // namespace kiln::cli
