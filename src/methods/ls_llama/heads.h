@@ -1,0 +1,37 @@
+// The classification heads LS-LLaMA puts on the decoder: dropout then a linear map from the hidden
+// size to the labels. Named as transformers names them, so a PEFT adapter exported with the head
+// as a "module to save" loads into LlamaForSequenceClassification / LlamaForTokenClassification:
+//   sequence head  `score`       Linear(hidden, labels, bias=False)
+//   token head     `classifier`  Linear(hidden, labels, bias=True)
+// The head computes in float32 whatever the base model's dtype (it is trained, like the LoRA
+// matrices, and a bf16 head would round away small updates).
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
+
+namespace kiln::methods::ls_llama {
+
+class HeadImpl : public torch::nn::Module {
+ public:
+  // Weights normal(0, init_std) (transformers' _init_weights with initializer_range), bias zero.
+  HeadImpl(int64_t hidden, int64_t labels, bool bias, double dropout, double init_std, const at::Device& device);
+  // [..., hidden] in any floating dtype -> [..., labels] float32. Dropout only in training mode.
+  at::Tensor forward(const at::Tensor& x);
+
+  at::Tensor weight, bias;  // [labels, hidden], [labels] or undefined
+  double dropout;
+};
+TORCH_MODULE(Head);
+
+// The HF module name of each head, used for parameter names and the PEFT export.
+constexpr const char* kSequenceHeadName = "score";
+constexpr const char* kTokenHeadName = "classifier";
+
+Head sequence_head(int64_t hidden, int64_t labels, double dropout, double init_std, const at::Device& device);
+Head token_head(int64_t hidden, int64_t labels, double dropout, double init_std, const at::Device& device);
+
+}  // namespace kiln::methods::ls_llama

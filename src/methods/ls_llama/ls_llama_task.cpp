@@ -1,0 +1,266 @@
+#include "methods/ls_llama/ls_llama_task.h"
+
+#include <mpi.h>
+
+#include <fmt/ranges.h>
+
+#include <filesystem>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "data/align.h"
+#include "data/preprocess.h"
+#include "data/tokenizer.h"
+#include "dist/world.h"
+#include "methods/registry.h"
+#include "model/hf_io.h"
+#include "model/lora.h"
+#include "train/metrics.h"
+
+namespace kiln::methods::ls_llama {
+
+namespace fs = std::filesystem;
+
+KILN_REGISTER_TASK("ls_llama",
+                   "LS-LLaMA / LS-unLLaMA: sequence or token classification from the decoder's hidden states", LsLlamaTask);
+
+namespace {
+
+// Why the store at `path` does not hold what the recipe asks for now ("" when it does). A store
+// made from another file, tokenizer, length limit or label set would train silently on the wrong
+// data, e.g. after `data.max_len=128` on the command line, so it is rebuilt instead.
+std::string stale_reason(const Recipe& r, const data::Tokenizer& tok, const std::string& path, const std::string& src,
+                         int64_t limit) {
+  if (!fs::exists(path)) return "missing";
+  try {
+    data::Store s(path);
+    const auto& m = s.meta();
+    if (m.kind != data::resolve_kind(r.data)) return "made for kind " + m.kind;
+    if (m.tokenizer_checksum != tok.checksum()) return "made with another tokenizer";
+    if (m.max_len != r.data.max_len) return fmt::format("made with max_len {}", m.max_len);
+    if (m.sources.size() != 1 || m.sources[0].path != fs::absolute(src).string()) return "made from another file";
+    if (m.sources[0].sha256 != sha256_file(src)) return src + " changed since";
+    int64_t want = limit > 0 ? std::min(limit, m.sources[0].records) : m.sources[0].records;
+    if (s.size() != want) return fmt::format("holds {} examples, the recipe asks for {}", s.size(), want);
+    if (!r.data.labels.empty() && r.data.labels != s.label_names()) return "made with another label set";
+  } catch (const Error& e) {
+    return std::string("unreadable: ") + e.what();
+  }
+  return "";
+}
+
+std::vector<int32_t> row_i32(const at::Tensor& t2d, int64_t r) {
+  at::Tensor row = t2d[r].to(at::kCPU, at::kInt).contiguous();
+  return std::vector<int32_t>(row.data_ptr<int32_t>(), row.data_ptr<int32_t>() + row.numel());
+}
+
+}  // namespace
+
+void LsLlamaTask::build(Recipe& r, dist::World& world) {
+  recipe::Section task = recipe::Section::root(r.tree).sub("task");
+  pooling_ = parse_pooling(task.get_choice("pooling", "last", {"last", "mean", "max"}), task.where("pooling"));
+  // LS-LLaMA's token head follows transformers' LlamaForTokenClassification (dropout 0.1); the
+  // issue's sequence head applies the same dropout before `score`.
+  const double dropout = task.get_double("head_dropout", 0.1, 0.0, 0.99);
+  // transformers' initializer_range default: the head starts near zero, so the first steps train it
+  // without a large random logit offset.
+  const double init_std = task.get_double("head_init_std", 0.02, 0.0, 1.0);
+  const std::string adapter = task.get_path("adapter", "");
+  task.finish();
+
+  device_ = world.device();
+  model_ = model::load_pretrained(r.model, device_);
+  data::Tokenizer tok = model::load_tokenizer(r.model.path);
+
+  // The stores `kiln preprocess` writes; made here (all ranks together) when missing or stale. The
+  // decision is all-reduced so that no rank enters preprocessing's barriers alone.
+  std::string train_path = (fs::path(r.data.store_dir) / "train.h5").string();
+  std::string eval_path = (fs::path(r.data.store_dir) / "eval.h5").string();
+  std::string why = stale_reason(r, tok, train_path, r.data.train, r.data.max_train_examples);
+  if (why.empty() && !r.data.eval.empty()) {
+    why = stale_reason(r, tok, eval_path, r.data.eval, r.data.max_eval_examples);
+    if (!why.empty()) why = "eval store " + why;
+  }
+  int rebuild = !why.empty(), any = rebuild;
+  MPI_Allreduce(&rebuild, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (any) {
+    log::info("tokenizing {} into {} ({})", r.data.train, r.data.store_dir, why.empty() ? "stale on another rank" : why);
+    data::Parallel par;
+    par.rank = world.rank();
+    par.size = world.size();
+    par.barrier = [] { MPI_Barrier(MPI_COMM_WORLD); };
+    data::preprocess(r, tok, par);
+  }
+  train_ = data::Store(train_path);
+  train_.check_tokenizer(tok);
+  const std::string& kind = train_.kind();
+  if (kind != "classification" && kind != "token_classification")
+    input_error("{}: method ls_llama classifies sequences or tokens; this store holds `{}` data (data.kind)", train_path,
+                kind);
+  token_ = kind == "token_classification";
+  labels_ = train_.label_names();
+  if (labels_.size() < 2) input_error("{}: {} label(s); classification needs at least 2", train_path, labels_.size());
+  has_eval_ = !r.data.eval.empty() && fs::exists(eval_path);
+  if (has_eval_) {
+    eval_ = data::Store(eval_path);
+    eval_.check_tokenizer(tok);
+    if (eval_.label_names() != labels_) input_error("{}: label set differs from {}'s", eval_path, train_path);
+  }
+  outside_ = 0;
+  for (size_t i = 0; i < labels_.size(); ++i)
+    if (labels_[i] == "O") outside_ = int32_t(i);
+  train_opts_ = data::collate_options(r.data, train_);
+  if (has_eval_) eval_opts_ = data::collate_options(r.data, eval_);
+
+  const int64_t hidden = model_->config().hidden_size, L = int64_t(labels_.size());
+  head_ = token_ ? token_head(hidden, L, dropout, init_std, device_) : sequence_head(hidden, L, dropout, init_std, device_);
+  if (adapter.empty()) {
+    model::apply_lora(model_, r.lora);
+  } else {
+    model::LoadedAdapter a = model::load_adapter(model_, adapter);
+    const std::string want = token_ ? "TOKEN_CLS" : "SEQ_CLS";
+    if (a.task_type != want)
+      input_error("{}: key `task.adapter`: {} is a {} adapter; this recipe trains {}", task.where("adapter"), adapter,
+                  a.task_type, want);
+    std::map<std::string, at::Tensor> extra(a.extra.begin(), a.extra.end());
+    for (auto& [name, p] : head_params()) {
+      auto it = extra.find(name);
+      if (it == extra.end()) input_error("{}: the adapter has no `{}` (the classification head)", adapter, name);
+      if (it->second.sizes() != p.sizes())
+        input_error("{}: `{}` has shape {}, this recipe's head needs {} ({} labels)", adapter, name,
+                    fmt::join(it->second.sizes(), "x"), fmt::join(p.sizes(), "x"), L);
+      at::NoGradGuard ng;
+      p.copy_(it->second);
+    }
+    log::info("ls_llama: started from adapter {} (LoRA r={}, alpha={})", adapter, a.lora.r, a.lora.alpha);
+  }
+
+  int64_t n_params = 0;
+  for (auto& [name, p] : trainable()) n_params += p.numel();
+  log::info("ls_llama: {} classification, {} labels, attention {}, {}; {} train / {} eval examples; {} trainable "
+            "parameters",
+            token_ ? "token" : "sequence", L, r.model.attention,
+            token_ ? std::string("per-token head") : fmt::format("pooling {}", pooling_name(pooling_)), train_.size(),
+            has_eval_ ? eval_.size() : 0, n_params);
+}
+
+NamedTensors LsLlamaTask::head_params() {
+  NamedTensors out;
+  for (auto& p : head_->named_parameters()) out.emplace_back(head_name() + "." + p.key(), p.value());
+  return out;
+}
+
+NamedTensors LsLlamaTask::trainable() {
+  NamedTensors out = model::trainable_parameters(model_);
+  for (auto& p : head_params()) out.push_back(p);
+  return out;
+}
+
+void LsLlamaTask::set_training(bool on) {
+  model_->train(on);
+  head_->train(on);
+}
+
+int64_t LsLlamaTask::size(Split s) const { return s == Split::eval && !has_eval_ ? 0 : store(s).size(); }
+
+std::vector<int64_t> LsLlamaTask::lengths(Split s) const { return store(s).lengths(); }
+
+data::Batch LsLlamaTask::collate(Split s, const std::vector<int64_t>& indices) {
+  data::Batch b = data::collate(store(s), indices, s == Split::train ? train_opts_ : eval_opts_);
+  if (!device_.is_cpu()) {
+    b.input_ids = b.input_ids.to(device_);
+    b.attention_mask = b.attention_mask.to(device_);
+    b.labels = b.labels.to(device_);
+  }
+  return b;
+}
+
+at::Tensor LsLlamaTask::logits(const data::Batch& b) {
+  at::Tensor hidden = model_->hidden_states(b.input_ids, b.attention_mask);  // [B, T, H]
+  if (token_) return head_->forward(hidden);
+  return head_->forward(pool(hidden, b.attention_mask, pooling_));
+}
+
+LossSum LsLlamaTask::loss(const data::Batch& b) {
+  at::Tensor lg = logits(b);
+  at::Tensor sum = at::cross_entropy_loss(lg.reshape({-1, lg.size(-1)}), b.labels.reshape({-1}), {}, at::Reduction::Sum,
+                                          data::kIgnore);
+  return {sum, b.num_targets};
+}
+
+LossSum LsLlamaTask::evaluate(const data::Batch& b, train::EvalRecords& out) {
+  at::NoGradGuard ng;
+  at::Tensor lg = logits(b);
+  at::Tensor sum = at::cross_entropy_loss(lg.reshape({-1, lg.size(-1)}), b.labels.reshape({-1}), {}, at::Reduction::Sum,
+                                          data::kIgnore);
+  at::Tensor pred = lg.argmax(-1).to(at::kCPU);
+  at::Tensor ex = b.example_index.to(at::kCPU);
+  for (int64_t r = 0; r < b.size(); ++r) {
+    int64_t i = ex[r].item<int64_t>();
+    out.example.push_back(i);
+    if (token_) {
+      // Word level: the prediction at each word's first sub-token; words cut off by max_len count
+      // as `O`, and the gold tags are the full sentence's, so truncation costs recall, as it should.
+      std::vector<int32_t> gold = eval_.word_tags(i).vec();
+      out.gold_seq.push_back(gold);
+      out.pred_seq.push_back(
+          data::word_predictions(row_i32(b.word_ids, r), row_i32(pred, r), int64_t(gold.size()), outside_));
+    } else {
+      out.pred.push_back(pred[r].item<int64_t>());
+      out.gold.push_back(b.labels[r].item<int64_t>());
+    }
+  }
+  if (!token_ && labels_.size() == 2) {
+    at::Tensor p1 = at::softmax(lg, -1).select(-1, 1).to(at::kCPU, at::kDouble).contiguous();
+    out.score.insert(out.score.end(), p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
+  }
+  return {sum.detach().to(at::kCPU), b.num_targets};
+}
+
+std::map<std::string, double> LsLlamaTask::metrics(const train::EvalRecords& all) {
+  std::map<std::string, double> m;
+  if (token_) {
+    std::vector<std::vector<std::string>> gold, pred;
+    auto names = [&](const std::vector<int32_t>& ids) {
+      std::vector<std::string> v;
+      for (int32_t id : ids) v.push_back(labels_.at(size_t(id)));
+      return v;
+    };
+    for (size_t i = 0; i < all.gold_seq.size(); ++i) {
+      gold.push_back(names(all.gold_seq[i]));
+      pred.push_back(names(all.pred_seq[i]));
+    }
+    train::SpanCounts c = train::span_counts(gold, pred);
+    train::PRF prf = train::span_prf(c);
+    m["span_f1"] = prf.f1;
+    m["span_precision"] = prf.precision;
+    m["span_recall"] = prf.recall;
+    m["tag_accuracy"] = train::tag_accuracy(c);
+    m["sentences"] = double(gold.size());
+  } else {
+    train::ClassCounts c = train::class_counts(all.pred, all.gold);
+    m["accuracy"] = train::accuracy(all.pred, all.gold);
+    m["macro_f1"] = train::macro_f1(c);
+    if (labels_.size() == 2 && all.score.size() == all.gold.size()) m["auc"] = train::auc_roc(all.score, all.gold);
+    m["examples"] = double(all.gold.size());
+  }
+  return m;
+}
+
+void LsLlamaTask::export_adapter(const std::string& dir) {
+  if (!model::has_lora(model_)) input_error("lora.enabled is false: there is no adapter to export (use --merged)");
+  model::AdapterExport o;
+  o.task_type = token_ ? "TOKEN_CLS" : "SEQ_CLS";
+  for (auto& [name, p] : head_params()) o.extra.emplace_back(name, p.detach());
+  model::export_adapter(model_, dir, o);
+}
+
+void LsLlamaTask::export_merged(const std::string& dir) {
+  NamedTensors extra;
+  for (auto& [name, p] : head_params()) extra.emplace_back(name, p.detach());
+  model::export_merged(model_, dir, extra);
+}
+
+}  // namespace kiln::methods::ls_llama

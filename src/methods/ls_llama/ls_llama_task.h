@@ -1,0 +1,67 @@
+// `method: ls_llama` — LS-LLaMA / LS-unLLaMA (Li et al. 2023, "Label Supervised LLaMA Finetuning").
+// The decoder's final hidden states feed a classifier instead of the LM head:
+//   sequence classification (a classification store): pool (task.pooling: last | mean | max, both
+//     masked) -> dropout -> `score` linear over the labels; cross-entropy per example.
+//   token classification (a CoNLL store): dropout -> `classifier` linear per token; cross-entropy on
+//     the first sub-token of each word (the others carry kIgnore); predictions mapped back to words
+//     for CoNLL span F1.
+// model.attention: causal (LS-LLaMA) or bidirectional (LS-unLLaMA). LoRA on lora.target_modules;
+// the LoRA matrices and the head train, the base stays frozen.
+// task.adapter: a PEFT adapter folder this task exported (adapter_config.json, LoRA and head
+// weights) to start from instead of fresh LoRA and head: `kiln eval R.yaml --base task.adapter=DIR`
+// evaluates an exported adapter.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/collate.h"
+#include "data/store.h"
+#include "methods/ls_llama/heads.h"
+#include "methods/ls_llama/pooling.h"
+#include "methods/task.h"
+#include "model/llama.h"
+
+namespace kiln::methods::ls_llama {
+
+class LsLlamaTask : public Task {
+ public:
+  void build(Recipe& recipe, dist::World& world) override;
+  NamedTensors trainable() override;
+  void set_training(bool on) override;
+  int64_t size(Split s) const override;
+  std::vector<int64_t> lengths(Split s) const override;
+  data::Batch collate(Split s, const std::vector<int64_t>& indices) override;
+  LossSum loss(const data::Batch& batch) override;
+  LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) override;
+  std::map<std::string, double> metrics(const train::EvalRecords& all) override;
+  std::string main_metric() const override { return token_ ? "span_f1" : "accuracy"; }
+  void export_adapter(const std::string& dir) override;
+  void export_merged(const std::string& dir) override;
+
+  bool token_classification() const { return token_; }
+  Pooling pooling() const { return pooling_; }
+  const std::vector<std::string>& label_names() const { return labels_; }
+  model::Llama& model() { return model_; }
+  Head& head() { return head_; }
+  // Class scores: [B, labels] (sequence) or [B, T, labels] (token), float32.
+  at::Tensor logits(const data::Batch& batch);
+
+ private:
+  const data::Store& store(Split s) const { return s == Split::train ? train_ : eval_; }
+  std::string head_name() const { return token_ ? kTokenHeadName : kSequenceHeadName; }
+  NamedTensors head_params();
+
+  model::Llama model_{nullptr};
+  Head head_{nullptr};
+  c10::Device device_{c10::kCPU};
+  data::Store train_, eval_;
+  bool has_eval_ = false;
+  data::CollateOptions train_opts_, eval_opts_;
+  bool token_ = false;
+  Pooling pooling_ = Pooling::last;
+  std::vector<std::string> labels_;
+  int32_t outside_ = 0;  // the `O` tag: the prediction of a word truncated away
+};
+
+}  // namespace kiln::methods::ls_llama

@@ -1,0 +1,166 @@
+// Pooling on hand-built padded batches: every mode, right and left padding, and padding that holds
+// huge values (it must never leak into the result or receive gradient).
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "methods/ls_llama/heads.h"
+#include "methods/ls_llama/pooling.h"
+
+using namespace kiln::methods::ls_llama;
+
+namespace {
+
+constexpr int64_t B = 3, T = 5, H = 4;
+
+// Row 0: 3 real tokens then 2 pads (right padding). Row 1: 3 pads then 2 real tokens (left
+// padding). Row 2: no padding. Real hidden values are small distinct numbers; padded positions hold
+// 1e6 so any leak shows.
+struct Fixture {
+  at::Tensor hidden = at::empty({B, T, H});
+  at::Tensor mask = at::tensor({1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1}, at::kLong).view({B, T});
+  Fixture() {
+    auto h = hidden.accessor<float, 3>();
+    auto m = mask.accessor<int64_t, 2>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t k = 0; k < H; ++k)
+          // a value that is not monotone in t, so max is not just the last token
+          h[b][t][k] = m[b][t] ? float((b + 1) * 10 + ((t * 7 + k * 3) % 5) - 2 * k) : 1e6f;
+  }
+  std::vector<float> real(int64_t b, int64_t k) const {
+    std::vector<float> v;
+    for (int64_t t = 0; t < T; ++t)
+      if (mask[b][t].item<int64_t>()) v.push_back(hidden[b][t][k].item<float>());
+    return v;
+  }
+};
+
+}  // namespace
+
+TEST(Pooling, LastTokenIndexRightLeftAndFull) {
+  Fixture f;
+  auto idx = last_token_index(f.mask);
+  EXPECT_EQ(idx[0].item<int64_t>(), 2);  // right padding: length - 1
+  EXPECT_EQ(idx[1].item<int64_t>(), 4);  // left padding: T - 1
+  EXPECT_EQ(idx[2].item<int64_t>(), 4);
+  // bool masks work the same
+  EXPECT_TRUE(last_token_index(f.mask.to(at::kBool)).equal(idx));
+}
+
+TEST(Pooling, LastTakesTheLastRealToken) {
+  Fixture f;
+  auto out = pool(f.hidden, f.mask, Pooling::last);
+  ASSERT_EQ(out.sizes(), (at::IntArrayRef{B, H}));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < H; ++k) EXPECT_FLOAT_EQ(out[b][k].item<float>(), f.real(b, k).back()) << b << "," << k;
+}
+
+TEST(Pooling, MeanOverRealTokensOnly) {
+  Fixture f;
+  auto out = pool(f.hidden, f.mask, Pooling::mean);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < H; ++k) {
+      auto v = f.real(b, k);
+      double s = 0;
+      for (float x : v) s += x;
+      EXPECT_NEAR(out[b][k].item<float>(), s / double(v.size()), 1e-5) << b << "," << k;
+    }
+}
+
+TEST(Pooling, MaxOverRealTokensOnly) {
+  Fixture f;
+  auto out = pool(f.hidden, f.mask, Pooling::max);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < H; ++k) {
+      auto v = f.real(b, k);
+      EXPECT_FLOAT_EQ(out[b][k].item<float>(), *std::max_element(v.begin(), v.end())) << b << "," << k;
+    }
+  // All-negative real values: a zero-filled pad would win if padding were zeroed instead of masked.
+  auto neg = pool(-f.hidden.abs() - 1, f.mask, Pooling::max);
+  EXPECT_TRUE((neg < 0).all().item<bool>());
+}
+
+TEST(Pooling, SameSequenceRightOrLeftPaddedPoolsTheSame) {
+  // One sequence of 3 tokens, once right-padded and once left-padded to 6.
+  at::Tensor seq = at::randn({3, H});
+  at::Tensor right = at::cat({seq, at::full({3, H}, 123.0)}, 0).unsqueeze(0);
+  at::Tensor left = at::cat({at::full({3, H}, -77.0), seq}, 0).unsqueeze(0);
+  at::Tensor mr = at::tensor({1, 1, 1, 0, 0, 0}, at::kLong).unsqueeze(0);
+  at::Tensor ml = at::tensor({0, 0, 0, 1, 1, 1}, at::kLong).unsqueeze(0);
+  for (Pooling p : {Pooling::last, Pooling::mean, Pooling::max}) {
+    auto a = pool(right, mr, p), b = pool(left, ml, p), c = pool(seq.unsqueeze(0), at::ones({1, 3}, at::kLong), p);
+    EXPECT_TRUE(at::allclose(a, b)) << pooling_name(p);
+    EXPECT_TRUE(at::allclose(a, c)) << pooling_name(p);
+  }
+}
+
+TEST(Pooling, NoGradientReachesPadding) {
+  Fixture f;
+  for (Pooling p : {Pooling::last, Pooling::mean, Pooling::max}) {
+    at::Tensor h = f.hidden.clone().set_requires_grad(true);
+    pool(h, f.mask, p).sum().backward();
+    at::Tensor g = h.grad();
+    at::Tensor pad = f.mask.eq(0).unsqueeze(-1).expand_as(g);
+    EXPECT_EQ(g.masked_select(pad).abs().sum().item<float>(), 0.f) << pooling_name(p);
+    // every row receives some gradient on its real tokens
+    EXPECT_TRUE((g.abs().sum({1, 2}) > 0).all().item<bool>()) << pooling_name(p);
+    if (p == Pooling::mean) {  // 1 / length on each real token
+      EXPECT_FLOAT_EQ(g[0][0][0].item<float>(), 1.f / 3);
+      EXPECT_FLOAT_EQ(g[1][4][0].item<float>(), 1.f / 2);
+    }
+    if (p == Pooling::last) {
+      EXPECT_FLOAT_EQ(g[1][4].sum().item<float>(), float(H));
+    }
+  }
+}
+
+TEST(Pooling, KeepsBf16) {
+  Fixture f;
+  for (Pooling p : {Pooling::last, Pooling::mean, Pooling::max})
+    EXPECT_EQ(pool(f.hidden.to(at::kBFloat16), f.mask, p).scalar_type(), at::kBFloat16);
+}
+
+TEST(Pooling, RowWithoutTokensIsAnError) {
+  Fixture f;
+  at::Tensor m = f.mask.clone();
+  m[1].zero_();
+  for (Pooling p : {Pooling::last, Pooling::mean, Pooling::max}) EXPECT_THROW(pool(f.hidden, m, p), kiln::InternalError);
+}
+
+TEST(Pooling, ParseNames) {
+  EXPECT_EQ(parse_pooling("last"), Pooling::last);
+  EXPECT_EQ(parse_pooling("mean"), Pooling::mean);
+  EXPECT_EQ(parse_pooling("max"), Pooling::max);
+  try {
+    parse_pooling("cls", "r.yaml:3: key `task.pooling`");
+    FAIL();
+  } catch (const kiln::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("r.yaml:3"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("cls"), std::string::npos);
+  }
+}
+
+TEST(Heads, ShapesNamesAndDropout) {
+  at::manual_seed(0);
+  Head seq = sequence_head(H, 3, 0.5, 0.02, at::kCPU);
+  Head tok = token_head(H, 9, 0.5, 0.02, at::kCPU);
+  EXPECT_EQ(seq->named_parameters().size(), 1u);  // score: no bias, as transformers' LlamaForSequenceClassification
+  EXPECT_EQ(tok->named_parameters().size(), 2u);
+  EXPECT_TRUE(tok->bias.eq(0).all().item<bool>());
+  EXPECT_NEAR(tok->weight.std().item<float>(), 0.02, 0.01);
+
+  at::Tensor x = at::randn({2, 5, H}, at::kBFloat16);
+  at::Tensor y = tok->forward(x);
+  EXPECT_EQ(y.sizes(), (at::IntArrayRef{2, 5, 9}));
+  EXPECT_EQ(y.scalar_type(), at::kFloat);
+
+  // eval mode: deterministic and exactly linear
+  seq->eval();
+  at::Tensor p = at::randn({4, H});
+  EXPECT_TRUE(seq->forward(p).equal(seq->forward(p)));
+  EXPECT_TRUE(at::allclose(seq->forward(p), at::matmul(p, seq->weight.t())));
+  // training mode with p = 0.5: some outputs change between calls
+  seq->train();
+  at::Tensor big = at::randn({64, H});
+  EXPECT_FALSE(seq->forward(big).equal(seq->forward(big)));
+}
