@@ -51,7 +51,10 @@ void make_dir(const std::string& dir) {
 bool ignorable(const std::string& name, const LlamaConfig& c) {
   if (name.size() > 20 && name.compare(name.size() - 20, 20, "rotary_emb.inv_freq") == 0) return true;
   if (name.find("rotary_emb.inv_freq") != std::string::npos) return true;
-  return c.tie_word_embeddings && name == "lm_head.weight";  // some tied checkpoints store the copy
+  if (c.tie_word_embeddings && name == "lm_head.weight") return true;  // some tied checkpoints store the copy
+  // The heads of transformers' LlamaForSequenceClassification / ForTokenClassification: the decoder
+  // loads without them, as from_pretrained does; a method reads them with load_head_tensor().
+  return name.rfind("score.", 0) == 0 || name.rfind("classifier.", 0) == 0;
 }
 
 }  // namespace
@@ -292,7 +295,7 @@ LoadedAdapter load_adapter(Llama& model, const std::string& dir) {
 
 // ---------------------------------------------------------------- merged export
 
-void export_merged(Llama& model, const std::string& dir, const NamedParams& extra, at::ScalarType dtype) {
+void export_merged(Llama& model, const std::string& dir, const MergedHead& head, at::ScalarType dtype) {
   if (dtype == at::ScalarType::Undefined) dtype = model->dtype();
   std::map<std::string, Linear> adapted;
   for (auto& [name, lin] : model->linears())
@@ -309,12 +312,23 @@ void export_merged(Llama& model, const std::string& dir, const NamedParams& extr
     }
     tensors.emplace_back(p.key(), t.to(dtype));
   }
-  for (const auto& [name, t] : extra) tensors.emplace_back(name, t.detach().to(dtype));
+  for (const auto& [name, t] : head.tensors) tensors.emplace_back(name, t.detach().to(dtype));
   make_dir(dir);
   write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
   LlamaConfig c = model->config();
   c.torch_dtype = dtype_name(dtype);
-  write_text(fs::path(dir) / "config.json", c.to_json_text());
+  std::string config = c.to_json_text();
+  if (!head.architecture.empty()) {
+    json j = json::parse(config);
+    j["architectures"] = {head.architecture};
+    j["num_labels"] = head.labels.size();
+    for (size_t i = 0; i < head.labels.size(); ++i) {
+      j["id2label"][std::to_string(i)] = head.labels[i];
+      j["label2id"][head.labels[i]] = i;
+    }
+    config = j.dump(2) + "\n";
+  }
+  write_text(fs::path(dir) / "config.json", config);
   const fs::path src = model_dir(model);
   for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
                         "generation_config.json"}) {
@@ -323,6 +337,19 @@ void export_merged(Llama& model, const std::string& dir, const NamedParams& extr
     fs::copy_file(src / f, fs::path(dir) / f, fs::copy_options::overwrite_existing, ec);
     if (ec) input_error("{}: cannot copy {}: {}", dir, (src / f).string(), ec.message());
   }
+}
+
+at::Tensor load_head_tensor(const std::string& dir, const std::string& name) {
+  const fs::path d(dir), index = d / "model.safetensors.index.json";
+  std::string file = (d / "model.safetensors").string();
+  if (fs::exists(index)) {
+    json j = read_json(index, "the shard index");
+    if (!j.contains("weight_map") || !j["weight_map"].contains(name)) return {};
+    file = (d / j["weight_map"][name].get<std::string>()).string();
+  }
+  if (!fs::exists(file)) return {};
+  SafeTensorsFile st(file);
+  return st.has(name) ? st.load(name) : at::Tensor();
 }
 
 }  // namespace kiln::model

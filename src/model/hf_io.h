@@ -53,11 +53,24 @@ struct LoadedAdapter {
 // modules_to_save that the Llama has (embed_tokens, lm_head) are loaded into it; others returned.
 LoadedAdapter load_adapter(Llama& model, const std::string& dir);
 
+// A classification head exported with the merged model, as transformers' Llama*Classification
+// classes name it: architecture LlamaForSequenceClassification (`score`) or
+// LlamaForTokenClassification (`classifier`), with num_labels / id2label / label2id in config.json.
+struct MergedHead {
+  std::string architecture;             // empty: none (a causal LM)
+  std::vector<std::string> labels;
+  NamedParams tensors;                  // e.g. score.weight
+};
+
 // Hugging Face layout: config.json, model.safetensors (LoRA merged into the weights, the model
-// itself unchanged), tokenizer files copied from the source folder; `extra` tensors are added to
-// model.safetensors (a head). dtype Undefined: the model's dtype.
-void export_merged(Llama& model, const std::string& dir, const NamedParams& extra = {},
+// itself unchanged), tokenizer files copied from the source folder; the head's tensors are added
+// to model.safetensors. dtype Undefined: the model's dtype.
+void export_merged(Llama& model, const std::string& dir, const MergedHead& head = {},
                    at::ScalarType dtype = at::ScalarType::Undefined);
+
+// A classification head stored in a model folder (a merged export), by tensor name; undefined when
+// the folder's safetensors have no such tensor.
+at::Tensor load_head_tensor(const std::string& dir, const std::string& name);
 
 std::string model_dir(const Llama& model);  // the folder the model's config.json came from
 

@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -497,9 +498,28 @@ void Trainer::write_recipe() {
 
 // ---- the loop ----
 
+// The run's outcome as a Markdown table, for people (results.json holds the same numbers for
+// programs): what ran, on how many ranks, for how long, and every eval metric.
+std::string Trainer::results_table(const std::map<std::string, double>& eval, double seconds,
+                                   int64_t resumed_from) const {
+  std::string main = task_.main_metric();
+  auto it = eval.find(main);
+  std::string out = "| recipe | method | model | eval data | ranks | steps | train time | " + main + " |\n";
+  out += "|---|---|---|---|---|---|---|---|\n";
+  out += fmt::format("| {} | {} | {} | {} | {} | {}{} | {:.0f} s | {} |\n\n", recipe_.name, recipe_.method,
+                     fs::path(recipe_.model.path).filename().string(),
+                     recipe_.data.eval.empty() ? "-" : fs::path(recipe_.data.eval).filename().string(), world_.size(),
+                     step_, resumed_from >= 0 ? fmt::format(" (resumed at {})", resumed_from) : "", seconds,
+                     it == eval.end() ? "-" : fmt::format("{:.4f}", it->second));
+  out += "| metric | value |\n|---|---|\n";
+  for (auto& [k, v] : eval) out += fmt::format("| {} | {:.4f} |\n", k, v);
+  return out;
+}
+
 FitResult Trainer::fit() {
   FitResult res;
   StopSignals signals;
+  const auto started = std::chrono::steady_clock::now();
   // Trainable weights start equal on every rank even if a method's initialisation drew from
   // per-rank random streams.
   if (world_.size() > 1) {
@@ -571,6 +591,10 @@ FitResult Trainer::fit() {
     j["main_metric"] = task_.main_metric();
     for (auto& [k, v] : res.eval) j["eval"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
     std::ofstream(fs::path(run_dir_) / "results.json") << j.dump(2) << '\n';
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::string table = results_table(res.eval, secs, res.resumed_from);
+    std::ofstream(fs::path(run_dir_) / "results.md") << table;
+    log::info("results ({}):\n{}", (fs::path(run_dir_) / "results.md").string(), table);
   }
   res.step = step_;
   return res;

@@ -80,6 +80,7 @@ class Trainer {
   double clip_gradients();
   void write_recipe();
   CheckpointFile make_checkpoint();
+  std::string results_table(const std::map<std::string, double>& eval, double seconds, int64_t resumed_from) const;
 
   const Recipe& recipe_;
   methods::Task& task_;

@@ -117,6 +117,19 @@ void LsLlamaTask::build(Recipe& r, dist::World& world) {
   const int64_t hidden = model_->config().hidden_size, L = int64_t(labels_.size());
   head_ = token_ ? token_head(hidden, L, dropout, init_std, device_) : sequence_head(hidden, L, dropout, init_std, device_);
   if (adapter.empty()) {
+    // A merged export of this method (`kiln export --merged`) carries its trained head: start from it.
+    int64_t from_model = 0;
+    for (auto& [name, p] : head_params()) {
+      at::Tensor t = model::load_head_tensor(r.model.path, name);
+      if (!t.defined()) continue;
+      if (t.sizes() != p.sizes())
+        input_error("{}: `{}` has shape {}, this recipe's head needs {} ({} labels)", r.model.path, name,
+                    fmt::join(t.sizes(), "x"), fmt::join(p.sizes(), "x"), L);
+      at::NoGradGuard ng;
+      p.copy_(t);
+      ++from_model;
+    }
+    if (from_model > 0) log::info("ls_llama: head `{}` loaded from {}", head_name(), r.model.path);
     model::apply_lora(model_, r.lora);
   } else {
     model::LoadedAdapter a = model::load_adapter(model_, adapter);
@@ -258,9 +271,11 @@ void LsLlamaTask::export_adapter(const std::string& dir) {
 }
 
 void LsLlamaTask::export_merged(const std::string& dir) {
-  NamedTensors extra;
-  for (auto& [name, p] : head_params()) extra.emplace_back(name, p.detach());
-  model::export_merged(model_, dir, extra);
+  model::MergedHead h;
+  h.architecture = token_ ? "LlamaForTokenClassification" : "LlamaForSequenceClassification";
+  h.labels = labels_;
+  for (auto& [name, p] : head_params()) h.tensors.emplace_back(name, p.detach());
+  model::export_merged(model_, dir, h);
 }
 
 }  // namespace kiln::methods::ls_llama
