@@ -1,16 +1,11 @@
 #include "methods/lm/lm_task.h"
 
-#include <mpi.h>
-
 #include <cmath>
-#include <filesystem>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data/align.h"
-#include "data/collate.h"
-#include "data/preprocess.h"
 #include "data/tokenizer.h"
 #include "dist/world.h"
 #include "methods/registry.h"
@@ -18,8 +13,6 @@
 #include "model/lora.h"
 
 namespace kiln::methods {
-
-namespace fs = std::filesystem;
 
 KILN_REGISTER_TASK("lm", "causal language-model fine-tuning (LoRA or full) on text or conversations", LmTask);
 
@@ -33,31 +26,11 @@ void LmTask::build(Recipe& r, dist::World& world) {
   model_ = model::load_pretrained(r.model, device_);
   model::apply_lora(model_, r.lora);
 
-  // The stores `kiln preprocess` writes; made here (all ranks together) when they are missing.
-  data::Tokenizer tok = model::load_tokenizer(r.model.path);
-  std::string train_path = (fs::path(r.data.store_dir) / "train.h5").string();
-  std::string eval_path = (fs::path(r.data.store_dir) / "eval.h5").string();
-  if (!fs::exists(train_path) || (!r.data.eval.empty() && !fs::exists(eval_path))) {
-    log::info("no tokenized stores in {}: preprocessing {}", r.data.store_dir, r.data.train);
-    data::Parallel par;
-    par.rank = world.rank();
-    par.size = world.size();
-    par.barrier = [] { MPI_Barrier(MPI_COMM_WORLD); };
-    data::preprocess(r, tok, par);
-  }
-  train_ = data::Store(train_path);
-  train_.check_tokenizer(tok);
-  if (train_.kind() != "lm")
-    input_error("{}: method lm needs an `lm` store (text or conversation data), this one holds `{}`", train_path,
-                train_.kind());
-  has_eval_ = fs::exists(eval_path);
-  if (has_eval_) {
-    eval_ = data::Store(eval_path);
-    eval_.check_tokenizer(tok);
-  }
-  train_opts_ = data::collate_options(r.data, train_);
-  if (has_eval_) eval_opts_ = data::collate_options(r.data, eval_);
-  log::info("lm: {} train / {} eval examples; {} trainable tensors", train_.size(), has_eval_ ? eval_.size() : 0,
+  stores_ = Stores::open(r, model::load_tokenizer(r.model.path), world);
+  if (stores_.train().kind() != "lm")
+    input_error("{}: method lm needs an `lm` store (text or conversation data), this one holds `{}`",
+                stores_.train_path(), stores_.train().kind());
+  log::info("lm: {} train / {} eval examples; {} trainable tensors", stores_.size(Split::train), stores_.size(Split::eval),
             trainable().size());
 }
 
@@ -65,21 +38,11 @@ NamedTensors LmTask::trainable() { return model::trainable_parameters(model_); }
 
 void LmTask::set_training(bool on) { model_->train(on); }
 
-const data::Store& LmTask::store(Split s) const { return s == Split::train ? train_ : eval_; }
+int64_t LmTask::size(Split s) const { return stores_.size(s); }
 
-int64_t LmTask::size(Split s) const { return s == Split::eval && !has_eval_ ? 0 : store(s).size(); }
+std::vector<int64_t> LmTask::lengths(Split s) const { return stores_.lengths(s); }
 
-std::vector<int64_t> LmTask::lengths(Split s) const { return store(s).lengths(); }
-
-data::Batch LmTask::collate(Split s, const std::vector<int64_t>& indices) {
-  data::Batch b = data::collate(store(s), indices, s == Split::train ? train_opts_ : eval_opts_);
-  if (!device_.is_cpu()) {
-    b.input_ids = b.input_ids.to(device_);
-    b.attention_mask = b.attention_mask.to(device_);
-    b.labels = b.labels.to(device_);
-  }
-  return b;
-}
+data::Batch LmTask::collate(Split s, const std::vector<int64_t>& indices) { return stores_.collate(s, indices); }
 
 int64_t LmTask::targets(const data::Batch& b) const {
   // Token t predicts token t+1: the first label of each row is never a target.

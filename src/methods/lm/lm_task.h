@@ -5,7 +5,7 @@
 #pragma once
 #include <memory>
 
-#include "data/store.h"
+#include "methods/stores.h"
 #include "methods/task.h"
 #include "model/llama.h"
 
@@ -32,14 +32,11 @@ class LmTask : public Task {
  private:
   // Summed next-token loss over targets, and per row: targets and correct argmax predictions.
   LossSum forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row);
-  const data::Store& store(Split s) const;
 
   Recipe* recipe_ = nullptr;
   model::Llama model_{nullptr};
   c10::Device device_{c10::kCPU};
-  data::Store train_, eval_;
-  bool has_eval_ = false;
-  data::CollateOptions train_opts_, eval_opts_;
+  Stores stores_;
 };
 
 }  // namespace kiln::methods

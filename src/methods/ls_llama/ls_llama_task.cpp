@@ -1,17 +1,13 @@
 #include "methods/ls_llama/ls_llama_task.h"
 
-#include <mpi.h>
-
 #include <fmt/ranges.h>
 
 #include <filesystem>
 
 #include "core/config.h"
 #include "core/error.h"
-#include "core/hash.h"
 #include "core/log.h"
 #include "data/align.h"
-#include "data/preprocess.h"
 #include "data/tokenizer.h"
 #include "dist/world.h"
 #include "methods/registry.h"
@@ -27,29 +23,6 @@ KILN_REGISTER_TASK("ls_llama",
                    "LS-LLaMA / LS-unLLaMA: sequence or token classification from the decoder's hidden states", LsLlamaTask);
 
 namespace {
-
-// Why the store at `path` does not hold what the recipe asks for now ("" when it does). A store
-// made from another file, tokenizer, length limit or label set would train silently on the wrong
-// data, e.g. after `data.max_len=128` on the command line, so it is rebuilt instead.
-std::string stale_reason(const Recipe& r, const data::Tokenizer& tok, const std::string& path, const std::string& src,
-                         int64_t limit) {
-  if (!fs::exists(path)) return "missing";
-  try {
-    data::Store s(path);
-    const auto& m = s.meta();
-    if (m.kind != data::resolve_kind(r.data)) return "made for kind " + m.kind;
-    if (m.tokenizer_checksum != tok.checksum()) return "made with another tokenizer";
-    if (m.max_len != r.data.max_len) return fmt::format("made with max_len {}", m.max_len);
-    if (m.sources.size() != 1 || m.sources[0].path != fs::absolute(src).string()) return "made from another file";
-    if (m.sources[0].sha256 != sha256_file(src)) return src + " changed since";
-    int64_t want = limit > 0 ? std::min(limit, m.sources[0].records) : m.sources[0].records;
-    if (s.size() != want) return fmt::format("holds {} examples, the recipe asks for {}", s.size(), want);
-    if (!r.data.labels.empty() && r.data.labels != s.label_names()) return "made with another label set";
-  } catch (const Error& e) {
-    return std::string("unreadable: ") + e.what();
-  }
-  return "";
-}
 
 std::vector<int32_t> row_i32(const at::Tensor& t2d, int64_t r) {
   at::Tensor row = t2d[r].to(at::kCPU, at::kInt).contiguous();
@@ -74,45 +47,20 @@ void LsLlamaTask::build(Recipe& r, dist::World& world) {
   model_ = model::load_pretrained(r.model, device_);
   data::Tokenizer tok = model::load_tokenizer(r.model.path);
 
-  // The stores `kiln preprocess` writes; made here (all ranks together) when missing or stale. The
-  // decision is all-reduced so that no rank enters preprocessing's barriers alone.
-  std::string train_path = (fs::path(r.data.store_dir) / "train.h5").string();
-  std::string eval_path = (fs::path(r.data.store_dir) / "eval.h5").string();
-  std::string why = stale_reason(r, tok, train_path, r.data.train, r.data.max_train_examples);
-  if (why.empty() && !r.data.eval.empty()) {
-    why = stale_reason(r, tok, eval_path, r.data.eval, r.data.max_eval_examples);
-    if (!why.empty()) why = "eval store " + why;
-  }
-  int rebuild = !why.empty(), any = rebuild;
-  MPI_Allreduce(&rebuild, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (any) {
-    log::info("tokenizing {} into {} ({})", r.data.train, r.data.store_dir, why.empty() ? "stale on another rank" : why);
-    data::Parallel par;
-    par.rank = world.rank();
-    par.size = world.size();
-    par.barrier = [] { MPI_Barrier(MPI_COMM_WORLD); };
-    data::preprocess(r, tok, par);
-  }
-  train_ = data::Store(train_path);
-  train_.check_tokenizer(tok);
-  const std::string& kind = train_.kind();
+  stores_ = Stores::open(r, tok, world);
+  const std::string& train_path = stores_.train_path();
+  const std::string& kind = stores_.train().kind();
   if (kind != "classification" && kind != "token_classification")
     input_error("{}: method ls_llama classifies sequences or tokens; this store holds `{}` data (data.kind)", train_path,
                 kind);
   token_ = kind == "token_classification";
-  labels_ = train_.label_names();
+  labels_ = stores_.train().label_names();
   if (labels_.size() < 2) input_error("{}: {} label(s); classification needs at least 2", train_path, labels_.size());
-  has_eval_ = !r.data.eval.empty() && fs::exists(eval_path);
-  if (has_eval_) {
-    eval_ = data::Store(eval_path);
-    eval_.check_tokenizer(tok);
-    if (eval_.label_names() != labels_) input_error("{}: label set differs from {}'s", eval_path, train_path);
-  }
+  if (stores_.has_eval() && stores_.eval().label_names() != labels_)
+    input_error("{}: label set differs from {}'s", stores_.eval_path(), train_path);
   outside_ = 0;
   for (size_t i = 0; i < labels_.size(); ++i)
     if (labels_[i] == "O") outside_ = int32_t(i);
-  train_opts_ = data::collate_options(r.data, train_);
-  if (has_eval_) eval_opts_ = data::collate_options(r.data, eval_);
 
   const int64_t hidden = model_->config().hidden_size, L = int64_t(labels_.size());
   head_ = token_ ? token_head(hidden, L, dropout, init_std, device_) : sequence_head(hidden, L, dropout, init_std, device_);
@@ -155,8 +103,8 @@ void LsLlamaTask::build(Recipe& r, dist::World& world) {
   log::info("ls_llama: {} classification, {} labels, attention {}, {}; {} train / {} eval examples; {} trainable "
             "parameters",
             token_ ? "token" : "sequence", L, r.model.attention,
-            token_ ? std::string("per-token head") : fmt::format("pooling {}", pooling_name(pooling_)), train_.size(),
-            has_eval_ ? eval_.size() : 0, n_params);
+            token_ ? std::string("per-token head") : fmt::format("pooling {}", pooling_name(pooling_)),
+            stores_.size(Split::train), stores_.size(Split::eval), n_params);
 }
 
 NamedTensors LsLlamaTask::head_params() {
@@ -176,19 +124,11 @@ void LsLlamaTask::set_training(bool on) {
   head_->train(on);
 }
 
-int64_t LsLlamaTask::size(Split s) const { return s == Split::eval && !has_eval_ ? 0 : store(s).size(); }
+int64_t LsLlamaTask::size(Split s) const { return stores_.size(s); }
 
-std::vector<int64_t> LsLlamaTask::lengths(Split s) const { return store(s).lengths(); }
+std::vector<int64_t> LsLlamaTask::lengths(Split s) const { return stores_.lengths(s); }
 
-data::Batch LsLlamaTask::collate(Split s, const std::vector<int64_t>& indices) {
-  data::Batch b = data::collate(store(s), indices, s == Split::train ? train_opts_ : eval_opts_);
-  if (!device_.is_cpu()) {
-    b.input_ids = b.input_ids.to(device_);
-    b.attention_mask = b.attention_mask.to(device_);
-    b.labels = b.labels.to(device_);
-  }
-  return b;
-}
+data::Batch LsLlamaTask::collate(Split s, const std::vector<int64_t>& indices) { return stores_.collate(s, indices); }
 
 at::Tensor LsLlamaTask::logits(const data::Batch& b) {
   at::Tensor hidden = model_->hidden_states(b.input_ids, b.attention_mask);  // [B, T, H]
@@ -216,7 +156,7 @@ LossSum LsLlamaTask::evaluate(const data::Batch& b, train::EvalRecords& out) {
     if (token_) {
       // Word level: the prediction at each word's first sub-token; words cut off by max_len count
       // as `O`, and the gold tags are the full sentence's, so truncation costs recall, as it should.
-      std::vector<int32_t> gold = eval_.word_tags(i).vec();
+      std::vector<int32_t> gold = stores_.eval().word_tags(i).vec();
       out.gold_seq.push_back(gold);
       out.pred_seq.push_back(
           data::word_predictions(row_i32(b.word_ids, r), row_i32(pred, r), int64_t(gold.size()), outside_));

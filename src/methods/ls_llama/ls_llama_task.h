@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "data/collate.h"
-#include "data/store.h"
 #include "methods/ls_llama/heads.h"
 #include "methods/ls_llama/pooling.h"
+#include "methods/stores.h"
 #include "methods/task.h"
 #include "model/llama.h"
 
@@ -48,16 +48,13 @@ class LsLlamaTask : public Task {
   at::Tensor logits(const data::Batch& batch);
 
  private:
-  const data::Store& store(Split s) const { return s == Split::train ? train_ : eval_; }
   std::string head_name() const { return token_ ? kTokenHeadName : kSequenceHeadName; }
   NamedTensors head_params();
 
   model::Llama model_{nullptr};
   Head head_{nullptr};
   c10::Device device_{c10::kCPU};
-  data::Store train_, eval_;
-  bool has_eval_ = false;
-  data::CollateOptions train_opts_, eval_opts_;
+  Stores stores_;
   bool token_ = false;
   Pooling pooling_ = Pooling::last;
   std::vector<std::string> labels_;
