@@ -100,7 +100,7 @@ void read_dist(recipe::Section s, DistConfig& c) {
 void read_checkpoint(recipe::Section s, CheckpointConfig& c) {
   c.run_dir = s.get_path("run_dir", c.run_dir);
   c.every = s.get_int("every", c.every, 0, kMaxInt);
-  c.keep = s.get_int("keep", c.keep, 1, 1 << 20);
+  c.keep = s.get_int("keep", c.keep, 0, 1 << 20);  // 0: keep every checkpoint
   c.resume = s.get_string("resume", c.resume);
   if (c.resume != "auto" && c.resume != "none") c.resume = s.get_path("resume", c.resume);
   c.export_adapter = s.get_bool("export_adapter", c.export_adapter);

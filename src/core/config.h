@@ -84,7 +84,7 @@ struct DistConfig {
 struct CheckpointConfig {
   std::string run_dir;                     // default: checkpoints/<recipe name>
   int64_t every = 0;                       // steps; 0: only at the end and on SIGTERM/SIGUSR1
-  int64_t keep = 3;
+  int64_t keep = 3;                        // the newest K checkpoints stay; 0: all
   std::string resume = "auto";             // auto | none | <path>
   bool export_adapter = true;              // write a PEFT adapter at the end
 };

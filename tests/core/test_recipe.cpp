@@ -127,6 +127,14 @@ TEST_F(RecipeTest, OverrideOutOfRangeNamesCommandLine) {
       << msg;
 }
 
+TEST_F(RecipeTest, CheckpointKeepZeroKeepsAllButNegativeIsRefused) {
+  // The requeue tests keep every checkpoint to inspect them; a negative count is a typo.
+  auto p = write("r.yaml", kBase);
+  EXPECT_EQ(read_recipe(p, {"checkpoint.keep=0"}).checkpoint.keep, 0);
+  std::string msg = error_of(p, {"checkpoint.keep=-1"});
+  EXPECT_NE(msg.find("key `checkpoint.keep`: -1 is out of range [0, 1048576]"), std::string::npos) << msg;
+}
+
 TEST_F(RecipeTest, MissingRequiredKey) {
   auto p = write("r.yaml", "train:\n  lr: 0.1\n");
   std::string msg = error_of(p);
