@@ -44,8 +44,9 @@ int run_train(const RecipeArgs& args) {
               trainer.total_steps(), res.last_checkpoint);
     return kExitPreempted;
   }
-  if (s.recipe.checkpoint.export_adapter && s.recipe.lora.enabled && s.world.is_root()) {
-    std::string dir = (std::filesystem::path(trainer.run_dir()) / "adapter").string();
+  std::string dir = (std::filesystem::path(trainer.run_dir()) / "adapter").string();
+  if (s.recipe.checkpoint.export_adapter && s.recipe.lora.enabled && s.world.is_root() &&
+      !(res.already_complete && std::filesystem::exists(dir))) {
     s.task->export_adapter(dir);
     log::info("adapter written to {}", dir);
   }

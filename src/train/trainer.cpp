@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -450,7 +451,6 @@ void Trainer::load_checkpoint(const std::string& path) {
 
 std::string Trainer::resume_path() {
   const std::string& mode = recipe_.checkpoint.resume;
-  if (mode == "none") return "";
   auto pick_newest_good = [&](const std::string& dir, bool fallback) -> std::string {
     auto all = list_checkpoints(dir);
     for (auto it = all.rbegin(); it != all.rend(); ++it) {
@@ -473,6 +473,8 @@ std::string Trainer::resume_path() {
     try {
       if (mode == "auto") {
         chosen = pick_newest_good(ckpt_dir_, true);
+      } else if (mode == "none") {
+        // a fresh start
       } else if (fs::is_directory(mode)) {
         std::string dir = fs::is_directory(fs::path(mode) / "checkpoints") ? (fs::path(mode) / "checkpoints").string() : mode;
         chosen = pick_newest_good(dir, false);
@@ -481,6 +483,15 @@ std::string Trainer::resume_path() {
         read_checkpoint(mode);  // names the problem: missing, truncated, corrupt
         chosen = mode;
       }
+      // A run directory holds one run: starting over in it, or continuing another run's checkpoint
+      // there, would overwrite its checkpoints and logs, and a later `auto` could pick up a stale one.
+      auto mine = list_checkpoints(ckpt_dir_);
+      bool inside = !chosen.empty() && fs::exists(ckpt_dir_) &&
+                    fs::equivalent(fs::path(chosen).parent_path(), ckpt_dir_);
+      if (mode != "auto" && !mine.empty() && !inside)
+        input_error("key `checkpoint.resume`: `{}` would start a new run in {}, which holds the checkpoints of an "
+                    "earlier run (newest: step {}); give another checkpoint.run_dir, or remove that directory",
+                    mode, run_dir_, mine.back().first);
     } catch (const InputError& e) {
       error = e.what();
     }
@@ -532,6 +543,25 @@ FitResult Trainer::fit() {
     load_checkpoint(from);
     res.resumed_from = step_;
     log::info("resumed from {} at step {} of {}", from, step_, total_steps_);
+    if (step_ >= total_steps_) {
+      // Rerunning a finished command: evaluate what is there and rewrite nothing, so results.md
+      // keeps the training run's own figures.
+      log::info("the run in {} is already complete: evaluating its last checkpoint; nothing is rewritten", run_dir_);
+      res.eval = evaluate();
+      res.already_complete = true;
+      res.step = step_;
+      res.last_checkpoint = from;
+      std::string line;
+      for (auto& [k, v] : res.eval) line += fmt::format(" {}={:.4f}", k, v);
+      log::info("eval step {}:{}", step_, line);
+      if (world_.is_root() && fs::exists(fs::path(run_dir_) / "results.md")) {
+        std::ifstream in(fs::path(run_dir_) / "results.md");
+        std::stringstream table;
+        table << in.rdbuf();
+        log::info("results of the training run ({}):\n{}", (fs::path(run_dir_) / "results.md").string(), table.str());
+      }
+      return res;
+    }
   }
   write_recipe();
   if (world_.is_root()) log_ = std::make_unique<RunLog>(run_dir_, res.resumed_from, recipe_.log.tensorboard);

@@ -36,6 +36,7 @@ struct FitResult {
   int64_t step = 0;                       // optimizer steps done (including those before a resume)
   int64_t resumed_from = -1;              // step of the checkpoint resumed from; -1: fresh start
   bool preempted = false;                 // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
+  bool already_complete = false;          // resumed at the last step: evaluated only, nothing written
   std::vector<double> losses;             // training loss of each step this process ran
   std::map<std::string, double> eval;     // the last evaluation (empty if none)
   std::string last_checkpoint;

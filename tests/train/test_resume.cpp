@@ -158,3 +158,49 @@ TEST(Resume, GlobalBatchMismatchIsAnInputError) {
   s.train.global_batch = 2 * 16;  // toy_recipe trains with 16: a multiple of 4 x ranks, but not 16
   EXPECT_THROW(run(s), InputError);
 }
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST(Resume, RerunningAFinishedRunEvaluatesAndRewritesNothing) {
+  Recipe r = test::toy_recipe(fresh_dir("finished"));
+  Outcome first = run(r);
+  env().comm->barrier();  // rank 0 writes results.md after the last collective of fit()
+  const std::string dir = r.checkpoint.run_dir;
+  std::map<std::string, std::string> before;
+  for (auto& f : fs::recursive_directory_iterator(dir))
+    if (f.is_regular_file()) before[f.path().string()] = slurp(f.path().string());
+  env().comm->barrier();
+
+  r.checkpoint.resume = "auto";
+  Outcome again = run(r);
+  EXPECT_TRUE(again.fit.already_complete);
+  EXPECT_TRUE(again.fit.losses.empty());
+  EXPECT_EQ(again.eval, first.eval);  // the same weights evaluate to the same metrics
+  env().comm->barrier();
+  std::map<std::string, std::string> after;
+  for (auto& f : fs::recursive_directory_iterator(dir))
+    if (f.is_regular_file()) after[f.path().string()] = slurp(f.path().string());
+  EXPECT_EQ(before.size(), after.size());
+  for (auto& [path, bytes] : before) EXPECT_TRUE(after[path] == bytes) << path << " was rewritten";
+}
+
+TEST(Resume, StartingOverInADirectoryWithCheckpointsIsRefused) {
+  Recipe r = test::toy_recipe(fresh_dir("occupied"));
+  run(r, 2);
+  env().comm->barrier();
+  const auto kept = train::list_checkpoints(r.checkpoint.run_dir + "/checkpoints");
+  ASSERT_FALSE(kept.empty());
+  r.checkpoint.resume = "none";
+  try {
+    run(r);
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds the checkpoints of an earlier run"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(train::list_checkpoints(r.checkpoint.run_dir + "/checkpoints"), kept);  // untouched
+}
