@@ -4,19 +4,21 @@
 //   bench_model --random --threads 2
 // Prints one line per run; figures go to docs/model.md. Never asserted.
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "core/host_memory.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
 
 using namespace kiln::model;
 
 int main(int argc, char** argv) {
-  std::string model_dir;
+  std::string model_dir, profile;
   bool random = false, ckpt = false;
   int threads = 1, batch = 4, seq = 256, steps = 10, warmup = 2;
   for (int i = 1; i < argc; ++i) {
@@ -29,11 +31,13 @@ int main(int argc, char** argv) {
     else if (a == "--seq") seq = std::stoi(next());
     else if (a == "--steps") steps = std::stoi(next());
     else if (a == "--checkpointing") ckpt = true;
+    else if (a == "--profile") profile = next();  // a chrome://tracing file of 2 extra steps
     else {
-      std::fprintf(stderr, "usage: bench_model (--model DIR | --random) [--threads N] [--batch B] [--seq T] [--steps S] [--checkpointing]\n");
+      std::fprintf(stderr, "usage: bench_model (--model DIR | --random) [--threads N] [--batch B] [--seq T] [--steps S] [--checkpointing] [--profile TRACE.json]\n");
       return 2;
     }
   }
+  kiln::tune_host_allocator();  // as kiln does; KILN_MALLOC_TUNING=0 measures glibc's defaults
   at::set_num_threads(threads);
   at::manual_seed(0);
   Llama m{nullptr};
@@ -72,5 +76,9 @@ int main(int argc, char** argv) {
               "step_ms=%.1f tokens_per_s=%.0f\n",
               random ? "random-8x512" : model_dir.c_str(), (long long)n_params, (long long)n_train, threads, batch, seq,
               steps, int(ckpt), 1000 * s / steps, double(batch) * (seq - 1) * steps / s);
+  if (!profile.empty()) {
+    torch::autograd::profiler::RecordProfile guard(profile);
+    for (int i = 0; i < 2; ++i) step();
+  }
   return 0;
 }

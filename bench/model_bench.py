@@ -131,6 +131,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--profile", help="a chrome://tracing file of 2 extra steps")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -183,6 +184,11 @@ def main():
     print(f"pytorch-py model={'random-8x512' if a.random else a.model} params={nparams} lora_params={ntrain} "
           f"threads={a.threads} batch={a.batch} seq={a.seq} steps={a.steps} step_ms={1000 * s / a.steps:.1f} "
           f"tokens_per_s={a.batch * (a.seq - 1) * a.steps / s:.0f}")
+    if a.profile:
+        with torch.autograd.profiler.profile() as prof:
+            for _ in range(2):
+                step()
+        prof.export_chrome_trace(a.profile)
 
 
 if __name__ == "__main__":

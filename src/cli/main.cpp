@@ -6,6 +6,7 @@
 
 #include "cli/verbs.h"
 #include "core/error.h"
+#include "core/host_memory.h"
 #include "core/log.h"
 #include "dist/world.h"
 
@@ -47,6 +48,7 @@ void end_job(int code) {
 
 int main(int argc, char** argv) {
   using namespace kiln;
+  tune_host_allocator();
   CLI::App app{"kiln: fine-tune LLaMA-family models data-parallel over MPI/NCCL.\n"
                "Run `kiln <verb> --help` for the options of a verb."};
   app.require_subcommand(1);
