@@ -50,4 +50,16 @@ class Stores {
   c10::Device device_{c10::kCPU};
 };
 
+// A Task whose examples are the rows of its tokenized stores: the sampler's sizes and lengths and
+// the collated batches come from them; the method opens `stores_` in build().
+class StoreTask : public Task {
+ public:
+  int64_t size(Split s) const override { return stores_.size(s); }
+  std::vector<int64_t> lengths(Split s) const override { return stores_.lengths(s); }
+  data::Batch collate(Split s, const std::vector<int64_t>& indices) override { return stores_.collate(s, indices); }
+
+ protected:
+  Stores stores_;
+};
+
 }  // namespace kiln::methods

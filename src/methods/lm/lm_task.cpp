@@ -38,12 +38,6 @@ NamedTensors LmTask::trainable() { return model::trainable_parameters(model_); }
 
 void LmTask::set_training(bool on) { model_->train(on); }
 
-int64_t LmTask::size(Split s) const { return stores_.size(s); }
-
-std::vector<int64_t> LmTask::lengths(Split s) const { return stores_.lengths(s); }
-
-data::Batch LmTask::collate(Split s, const std::vector<int64_t>& indices) { return stores_.collate(s, indices); }
-
 int64_t LmTask::targets(const data::Batch& b) const {
   // Token t predicts token t+1: the first label of each row is never a target.
   return b.labels.size(1) < 2 ? 0 : b.labels.narrow(1, 1, b.labels.size(1) - 1).ne(data::kIgnore).sum().item<int64_t>();

@@ -11,14 +11,11 @@
 
 namespace kiln::methods {
 
-class LmTask : public Task {
+class LmTask : public StoreTask {
  public:
   void build(Recipe& recipe, dist::World& world) override;
   NamedTensors trainable() override;
   void set_training(bool on) override;
-  int64_t size(Split s) const override;
-  std::vector<int64_t> lengths(Split s) const override;
-  data::Batch collate(Split s, const std::vector<int64_t>& indices) override;
   int64_t targets(const data::Batch& batch) const override;
   LossSum loss(const data::Batch& batch) override;
   LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) override;
@@ -36,7 +33,6 @@ class LmTask : public Task {
   Recipe* recipe_ = nullptr;
   model::Llama model_{nullptr};
   c10::Device device_{c10::kCPU};
-  Stores stores_;
 };
 
 }  // namespace kiln::methods

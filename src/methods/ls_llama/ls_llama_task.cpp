@@ -124,12 +124,6 @@ void LsLlamaTask::set_training(bool on) {
   head_->train(on);
 }
 
-int64_t LsLlamaTask::size(Split s) const { return stores_.size(s); }
-
-std::vector<int64_t> LsLlamaTask::lengths(Split s) const { return stores_.lengths(s); }
-
-data::Batch LsLlamaTask::collate(Split s, const std::vector<int64_t>& indices) { return stores_.collate(s, indices); }
-
 at::Tensor LsLlamaTask::logits(const data::Batch& b) {
   at::Tensor hidden = model_->hidden_states(b.input_ids, b.attention_mask);  // [B, T, H]
   if (token_) return head_->forward(hidden);

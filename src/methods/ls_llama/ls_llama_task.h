@@ -24,14 +24,11 @@
 
 namespace kiln::methods::ls_llama {
 
-class LsLlamaTask : public Task {
+class LsLlamaTask : public StoreTask {
  public:
   void build(Recipe& recipe, dist::World& world) override;
   NamedTensors trainable() override;
   void set_training(bool on) override;
-  int64_t size(Split s) const override;
-  std::vector<int64_t> lengths(Split s) const override;
-  data::Batch collate(Split s, const std::vector<int64_t>& indices) override;
   LossSum loss(const data::Batch& batch) override;
   LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) override;
   std::map<std::string, double> metrics(const train::EvalRecords& all) override;
@@ -54,7 +51,6 @@ class LsLlamaTask : public Task {
   model::Llama model_{nullptr};
   Head head_{nullptr};
   c10::Device device_{c10::kCPU};
-  Stores stores_;
   bool token_ = false;
   Pooling pooling_ = Pooling::last;
   std::vector<std::string> labels_;
