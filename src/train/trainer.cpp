@@ -84,6 +84,13 @@ at::Tensor scalar_tensor(std::vector<double> v) {
   return at::tensor(v, at::TensorOptions().dtype(at::kDouble));
 }
 
+// " name=value" for each metric, as the log's eval lines show them.
+std::string metrics_line(const std::map<std::string, double>& metrics) {
+  std::string line;
+  for (auto& [k, v] : metrics) line += fmt::format(" {}={:.4f}", k, v);
+  return line;
+}
+
 }  // namespace
 
 Trainer::Trainer(const Recipe& recipe, methods::Task& task, dist::World& world, dist::Communicator& comm)
@@ -485,13 +492,13 @@ std::string Trainer::resume_path() {
       }
       // A run directory holds one run: starting over in it, or continuing another run's checkpoint
       // there, would overwrite its checkpoints and logs, and a later `auto` could pick up a stale one.
-      auto mine = list_checkpoints(ckpt_dir_);
-      bool inside = !chosen.empty() && fs::exists(ckpt_dir_) &&
-                    fs::equivalent(fs::path(chosen).parent_path(), ckpt_dir_);
-      if (mode != "auto" && !mine.empty() && !inside)
-        input_error("key `checkpoint.resume`: `{}` would start a new run in {}, which holds the checkpoints of an "
-                    "earlier run (newest: step {}); give another checkpoint.run_dir, or remove that directory",
-                    mode, run_dir_, mine.back().first);
+      if (mode != "auto") {
+        auto mine = list_checkpoints(ckpt_dir_);
+        if (!mine.empty() && (chosen.empty() || !fs::equivalent(fs::path(chosen).parent_path(), ckpt_dir_)))
+          input_error("key `checkpoint.resume`: `{}` would start a new run in {}, which holds the checkpoints of an "
+                      "earlier run (newest: step {}); give another checkpoint.run_dir, or remove that directory",
+                      mode, run_dir_, mine.back().first);
+      }
     } catch (const InputError& e) {
       error = e.what();
     }
@@ -529,6 +536,7 @@ std::string Trainer::results_table(const std::map<std::string, double>& eval, do
 
 FitResult Trainer::fit() {
   FitResult res;
+  const std::string results_md = (fs::path(run_dir_) / "results.md").string();
   StopSignals signals;
   const auto started = std::chrono::steady_clock::now();
   // Trainable weights start equal on every rank even if a method's initialisation drew from
@@ -551,14 +559,11 @@ FitResult Trainer::fit() {
       res.already_complete = true;
       res.step = step_;
       res.last_checkpoint = from;
-      std::string line;
-      for (auto& [k, v] : res.eval) line += fmt::format(" {}={:.4f}", k, v);
-      log::info("eval step {}:{}", step_, line);
-      if (world_.is_root() && fs::exists(fs::path(run_dir_) / "results.md")) {
-        std::ifstream in(fs::path(run_dir_) / "results.md");
+      log::info("eval step {}:{}", step_, metrics_line(res.eval));
+      if (world_.is_root() && fs::exists(results_md)) {
         std::stringstream table;
-        table << in.rdbuf();
-        log::info("results of the training run ({}):\n{}", (fs::path(run_dir_) / "results.md").string(), table.str());
+        table << std::ifstream(results_md).rdbuf();
+        log::info("results of the training run ({}):\n{}", results_md, table.str());
       }
       return res;
     }
@@ -579,9 +584,7 @@ FitResult Trainer::fit() {
   auto log_eval = [&](const std::map<std::string, double>& m) {
     if (m.empty()) return;
     progress.break_line();
-    std::string line;
-    for (auto& [k, v] : m) line += fmt::format(" {}={:.4f}", k, v);
-    log::info("eval step {}:{}", step_, line);
+    log::info("eval step {}:{}", step_, metrics_line(m));
     if (log_) {
       log_->write(step_, "eval", m);
       log_->flush();
@@ -623,8 +626,8 @@ FitResult Trainer::fit() {
     std::ofstream(fs::path(run_dir_) / "results.json") << j.dump(2) << '\n';
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::string table = results_table(res.eval, secs, res.resumed_from);
-    std::ofstream(fs::path(run_dir_) / "results.md") << table;
-    log::info("results ({}):\n{}", (fs::path(run_dir_) / "results.md").string(), table);
+    std::ofstream(results_md) << table;
+    log::info("results ({}):\n{}", results_md, table);
   }
   res.step = step_;
   return res;
