@@ -1,5 +1,5 @@
 // Preprocessing throughput: `kiln preprocess`'s code path (read, tokenize a slice per rank, merge,
-// write the HDF5 store) on a plain-text corpus, one document per line. Run it under mpirun with 1
+// write the HDF5 store) of the lm method's store on a plain-text corpus, one document per line. Run it under mpirun with 1
 // and with 2 ranks; bench/data_preprocess.sh does both and times sentencepiece's own spm_encode on
 // the same text beside it. Prints figures; asserts nothing.
 //   data_preprocess_bench <tokenizer folder or .model> <text file> [repeats]
@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "data/preprocess.h"
 #include "data/tokenizer.h"
+#include "methods/registry.h"
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -31,13 +32,14 @@ int main(int argc, char** argv) {
   try {
     kiln::Recipe r = kiln::read_recipe_tree(kiln::recipe::parse_string(yaml, "bench.yaml"), "bench.yaml");
     kiln::data::Tokenizer tok(r.model.path);
+    auto enc = kiln::methods::make_task(r)->encoder(r);  // lm's: text packed into windows
     kiln::data::Parallel par{rank, size, [] { MPI_Barrier(MPI_COMM_WORLD); }};
     double best = 1e30, best_tok = 1e30;
     int64_t tokens = 0;
     for (int i = 0; i < repeats; ++i) {
       MPI_Barrier(MPI_COMM_WORLD);
       auto t0 = std::chrono::steady_clock::now();
-      auto sums = kiln::data::preprocess(r, tok, par);
+      auto sums = kiln::data::preprocess(r, *enc, tok, par);
       MPI_Barrier(MPI_COMM_WORLD);
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       // The slowest rank's tokenization: what the ranks take in parallel.

@@ -6,13 +6,13 @@
 #include <cstring>
 #include <vector>
 
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
 
 using Clock = std::chrono::steady_clock;
 
 int main() {
-  using namespace kiln::dist;
+  using namespace kiln::parallel;
   World& w = World::get();
   w.configure_threads(1);
   MpiCommunicator comm(600);

@@ -7,14 +7,14 @@
 #include <cstdlib>
 
 #include "core/config.h"
-#include "dist/grad_sync.h"
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
+#include "parallel/grad_sync.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
 
 using Clock = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
-  using namespace kiln::dist;
+  using namespace kiln::parallel;
   const int64_t width = argc > 1 ? std::atoll(argv[1]) : 1024;
   const int layers = argc > 2 ? std::atoi(argv[2]) : 12;
   const int64_t batch = argc > 3 ? std::atoll(argv[3]) : 32;

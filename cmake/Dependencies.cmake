@@ -60,3 +60,15 @@ function(kiln_target_defaults tgt)
     target_compile_definitions(${tgt} PUBLIC KILN_WITH_CUDA=1)
   endif()
 endfunction()
+
+# Adds every subfolder of the current source folder that has a CMakeLists.txt, in name order: the
+# methods (src/methods/<name>/) and their tests (tests/methods/<name>/) join the build by existing.
+function(kiln_add_each_subdirectory)
+  file(GLOB dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*)
+  list(SORT dirs)
+  foreach(dir ${dirs})
+    if(IS_DIRECTORY ${dir} AND EXISTS ${dir}/CMakeLists.txt)
+      add_subdirectory(${dir})
+    endif()
+  endforeach()
+endfunction()

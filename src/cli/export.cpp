@@ -8,8 +8,8 @@
 #include "cli/train_session.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "dist/world.h"
-#include "methods/task.h"
+#include "parallel/world.h"
+#include "train/task.h"
 #include "train/trainer.h"
 
 namespace kiln::cli {

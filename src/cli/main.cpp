@@ -1,14 +1,12 @@
 // kiln <verb> [recipe] [key=value ...]: the one entry point. Exit codes: 0 success, 2 bad input or
 // usage, 1 internal failure, 3 stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
-#include <mpi.h>
-
 #include <iostream>
 
 #include "cli/verbs.h"
 #include "core/error.h"
 #include "core/host_memory.h"
 #include "core/log.h"
-#include "dist/world.h"
+#include "parallel/world.h"
 
 namespace kiln::cli {
 
@@ -22,25 +20,18 @@ void RecipeArgs::add_to(CLI::App* sub, bool recipe_required) {
 
 namespace {
 
-int world_size() {
-  int init = 0, fin = 0, size = 1;
-  MPI_Initialized(&init);
-  MPI_Finalized(&fin);
-  if (init && !fin) MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
+int world_size() { return kiln::parallel::running_rank_and_size().second; }
 
 std::string rank_tag() {
-  if (world_size() <= 1) return "";
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  auto [rank, size] = kiln::parallel::running_rank_and_size();
+  if (size <= 1) return "";
   return " (rank " + std::to_string(rank) + ")";
 }
 
 // A rank that fails after MPI is up may leave the others waiting in a collective: end the whole
 // job now, with this rank's exit code, instead of waiting for their watchdogs.
 void end_job(int code) {
-  if (world_size() > 1) kiln::dist::World::get().abort(code);
+  if (world_size() > 1) kiln::parallel::World::get().abort(code);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // `kiln recipe R.yaml [overrides]`: resolves extends and overrides, validates every common
-// section, and prints the complete recipe with defaults filled in: what `kiln train` would run.
+// section and the method name, and prints the complete recipe with defaults filled in: what `kiln train` would run.
 #include <iostream>
 
 #include "cli/verbs.h"
 #include "core/config.h"
+#include "methods/registry.h"
 
 namespace kiln::cli {
 
@@ -14,6 +15,7 @@ void add_recipe(CLI::App& app, Action& action) {
   sub->callback([&action] {
     action = [] {
       Recipe r = read_recipe(args.recipe, args.overrides);
+      methods::make_task(r);  // an unknown method is refused here too, with the known ones
       std::cout << recipe::to_yaml(r.tree);
       return 0;
     };

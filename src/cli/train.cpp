@@ -7,8 +7,8 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "dist/communicator.h"
-#include "dist/world.h"
+#include "parallel/communicator.h"
+#include "parallel/world.h"
 #include "cli/train_session.h"
 #include "methods/registry.h"
 #include "train/trainer.h"
@@ -20,17 +20,17 @@ RecipeArgs g_train_args;
 }
 
 Session::Session(const RecipeArgs& args)
-    : recipe(read_recipe(args.recipe, args.overrides)), world(dist::World::get()) {
+    : recipe(read_recipe(args.recipe, args.overrides)), world(parallel::World::get()) {
   std::string level = args.log_level != "info" ? args.log_level : recipe.log.level;
   log::setup(world.rank(), world.size(), args.log_all_ranks || recipe.log.all_ranks, log::parse_level(level));
   world.configure_threads(int(recipe.train.threads));
   std::string layout = world.describe_layout();  // collective: every rank takes part
   log::info("kiln: {} rank(s)\n{}", world.size(), layout);
-  comm = dist::make_communicator(recipe.dist, world);
-  task = methods::make_task(recipe.method);
+  comm = parallel::make_communicator(recipe.dist, world);
+  task = methods::make_task(recipe);
   // Identical initial weights (LoRA, heads) on every rank; the trainer broadcasts rank 0's anyway.
   at::manual_seed(uint64_t(recipe.train.seed));
-  task->build(recipe, world);
+  task->build(recipe, world, *comm);
 }
 
 Session::~Session() = default;

@@ -6,11 +6,11 @@
 #include "cli/verbs.h"
 #include "core/config.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 class World;
 class Communicator;
-}  // namespace kiln::dist
-namespace kiln::methods {
+}  // namespace kiln::parallel
+namespace kiln::train {
 class Task;
 }
 
@@ -20,9 +20,9 @@ struct Session {
   explicit Session(const RecipeArgs& args);
   ~Session();
   Recipe recipe;
-  dist::World& world;
-  std::unique_ptr<dist::Communicator> comm;
-  std::unique_ptr<methods::Task> task;
+  parallel::World& world;
+  std::unique_ptr<parallel::Communicator> comm;
+  std::unique_ptr<train::Task> task;
 };
 
 }  // namespace kiln::cli

@@ -1,10 +1,10 @@
 #include <hdf5.h>
-#include <mpi.h>
 #include <torch/version.h>
 
 #include <iostream>
 
 #include "cli/verbs.h"
+#include "parallel/world.h"
 #ifdef KILN_WITH_CUDA
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -16,13 +16,7 @@ void add_version(CLI::App& app, Action& action) {
   auto* sub = app.add_subcommand("version", "Print the versions of kiln and the libraries it was built with");
   sub->callback([&action] {
     action = [] {
-      char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
-      int len = 0;
-      MPI_Get_library_version(mpi, &len);  // allowed before MPI_Init
-      std::string mpi_line(mpi, size_t(len));
-      // The library string may run over several lines and end in NUL: keep its first line.
-      if (auto nl = mpi_line.find_first_of(std::string("\r\n\0", 3)); nl != std::string::npos) mpi_line.resize(nl);
-      while (!mpi_line.empty() && (mpi_line.back() == ' ' || mpi_line.back() == ',')) mpi_line.pop_back();
+      std::string mpi_line = parallel::mpi_library_version();
       unsigned maj, min, rel;
       H5get_libversion(&maj, &min, &rel);
       std::cout << "kiln " << KILN_VERSION << "\n"

@@ -52,7 +52,7 @@ void read_data(recipe::Section s, DataConfig& c) {
   c.on_bad_record = s.get_choice("on_bad_record", c.on_bad_record, {"error", "skip"});
   c.max_train_examples = s.get_int("max_train_examples", c.max_train_examples, 0, kMaxInt);
   c.max_eval_examples = s.get_int("max_eval_examples", c.max_eval_examples, 0, kMaxInt);
-  c.kind = s.get_choice("kind", c.kind, {"auto", "classification", "token_classification", "lm"});
+  c.kind = s.get_string("kind", c.kind);  // checked by the method's encoder
   c.delimiter = s.get_string("delimiter", c.delimiter);
   if (!c.delimiter.empty() && c.delimiter != "\\t" && c.delimiter.size() != 1)
     input_error("{}: key `data.delimiter`: `{}` must be one character (or \\t)", s.where("delimiter"), c.delimiter);
@@ -60,7 +60,6 @@ void read_data(recipe::Section s, DataConfig& c) {
   c.tag_scheme = s.get_choice("tag_scheme", c.tag_scheme, {"bio", "keep"});
   c.document_split = s.get_choice("document_split", c.document_split, {"line", "blank_line"});
   c.skip_lines = s.get_int("skip_lines", c.skip_lines, 0, kMaxInt);
-  c.system_prompt = s.get_string("system_prompt", c.system_prompt);
   s.finish();
 }
 
@@ -122,7 +121,8 @@ Recipe read_recipe_tree(recipe::Node tree, const std::string& path) {
   r.tree = std::move(tree);
   auto root = recipe::Section::root(r.tree);
   r.name = root.get_string("name", std::filesystem::path(path).stem().string());
-  r.method = root.get_choice("method", "lm", {"ls_llama", "uniner", "lep", "fractal", "lm"});
+  // Checked against the method registry when the method is made (src/methods/registry.h).
+  r.method = root.get_string("method", r.method);
   read_model(root.sub("model"), r.model);
   read_lora(root.sub("lora"), r.lora);
   read_data(root.sub("data"), r.data);

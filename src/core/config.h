@@ -43,15 +43,13 @@ struct DataConfig {
   int64_t max_train_examples = 0;          // 0: all
   int64_t max_eval_examples = 0;
   // Added by the data pipeline (src/data):
-  std::string kind = "auto";               // auto | classification | token_classification | lm (auto: conll ->
-                                           // token_classification, text/conversation -> lm, else classification)
+  std::string kind = "auto";               // the store kind, when a method makes several (its docs list
+                                           // them); auto: the method chooses from the format
   std::string delimiter;                   // delimited files; empty: `,` for csv, tab for tsv ("\\t" accepted)
   std::string text_pair_field;             // optional second text column/field, appended after the first
   std::string tag_scheme = "bio";          // conll: bio (IOB1 converted to BIO on read) | keep
   std::string document_split = "line";     // text: line (a document per line) | blank_line (paragraphs)
   int64_t skip_lines = 0;                  // text, sst: leading lines to ignore (e.g. a `text` header)
-  // lm conversations: FastChat `ie_as_qa` system text (UniversalNER)
-  std::string system_prompt = "A virtual assistant answers questions from a user based on the provided text.";
 };
 
 struct TrainConfig {
@@ -97,7 +95,7 @@ struct LogConfig {
 
 struct Recipe {
   std::string name;                        // default: the recipe file's stem
-  std::string method;                      // ls_llama | uniner | lep | fractal | lm
+  std::string method = "lm";               // a registered method (src/methods; an unknown one lists them)
   std::string file;                        // the top-level recipe file
   ModelConfig model;
   LoraConfig lora;

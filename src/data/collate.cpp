@@ -2,7 +2,6 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "data/align.h"
 #include "data/store.h"
 
 namespace kiln::data {
@@ -16,11 +15,68 @@ CollateOptions collate_options(const DataConfig& c, const Store& s) {
   return o;
 }
 
+const at::Tensor& Batch::at(const std::string& name) const {
+  auto it = tensors.find(name);
+  if (it != tensors.end()) return it->second;
+  std::string have;
+  for (auto& [k, v] : tensors) have += (have.empty() ? "" : ", ") + k;
+  throw InternalError(fmt::format("batch has no tensor `{}` (it has: {})", name, have));
+}
+
+void Batch::to(c10::Device device) {
+  for (auto& [k, t] : tensors)
+    if (t.defined() && t.device() != device) t = t.to(device);
+}
+
+namespace {
+
+at::ScalarType batch_type(DType t) {
+  switch (t) {
+    case DType::i32:
+    case DType::i64: return at::kLong;
+    case DType::u8: return at::kBool;
+    case DType::f32: return at::kFloat;
+  }
+  return at::kLong;
+}
+
+// Copies a store view into row b of a [B, T] tensor at positions start + k, k < n, reading source
+// position pos(k); or into element b of a [B] tensor.
+template <typename T, typename Pos>
+void fill_row(at::Tensor& out, int64_t b, int64_t start, int64_t n, const View<T>& src, Pos pos) {
+  switch (out.scalar_type()) {
+    case at::kLong: {
+      auto a = out.accessor<int64_t, 2>();
+      for (int64_t k = 0; k < n; ++k) a[b][start + k] = int64_t(src[pos(k)]);
+      break;
+    }
+    case at::kBool: {
+      auto a = out.accessor<bool, 2>();
+      for (int64_t k = 0; k < n; ++k) a[b][start + k] = src[pos(k)] != 0;
+      break;
+    }
+    default: {
+      auto a = out.accessor<float, 2>();
+      for (int64_t k = 0; k < n; ++k) a[b][start + k] = float(src[pos(k)]);
+    }
+  }
+}
+
+template <typename T>
+void fill_scalar(at::Tensor& out, int64_t b, T v) {
+  switch (out.scalar_type()) {
+    case at::kLong: out.accessor<int64_t, 1>()[b] = int64_t(v); break;
+    case at::kBool: out.accessor<bool, 1>()[b] = v != 0; break;
+    default: out.accessor<float, 1>()[b] = float(v);
+  }
+}
+
+}  // namespace
+
 Batch collate(const Store& store, const std::vector<int64_t>& indices, const CollateOptions& o) {
-  const std::string& kind = store.kind();
   const int64_t B = int64_t(indices.size());
   const int32_t bos = store.meta().bos_id;
-  // The window [from, to) of each example that survives truncation.
+  // The window [from, from + len) of each example that survives truncation.
   std::vector<int64_t> from(static_cast<size_t>(B)), len(static_cast<size_t>(B));
   std::vector<char> bos_kept(size_t(B), 0);
   int64_t T = 0;
@@ -47,24 +103,26 @@ Batch collate(const Store& store, const std::vector<int64_t>& indices, const Col
 
   auto i64 = at::TensorOptions().dtype(at::kLong);
   Batch batch;
-  batch.input_ids = at::full({B, T}, int64_t(o.pad_id), i64);
-  batch.attention_mask = at::zeros({B, T}, i64);
-  batch.example_index = at::empty({B}, i64);
-  batch.lengths = at::empty({B}, i64);
-  bool per_token = kind != "classification";
-  batch.labels = per_token ? at::full({B, T}, int64_t(kIgnore), i64) : at::empty({B}, i64);
-  if (kind == "lm") batch.loss_mask = at::zeros({B, T}, at::TensorOptions().dtype(at::kBool));
-  if (kind == "token_classification") batch.word_ids = at::full({B, T}, int64_t(kNoWord), i64);
+  at::Tensor input_ids = at::full({B, T}, int64_t(o.pad_id), i64);
+  at::Tensor attention_mask = at::zeros({B, T}, i64);
+  at::Tensor example_index = at::empty({B}, i64);
+  at::Tensor lengths = at::empty({B}, i64);
+  const auto& columns = store.data().columns;
+  std::vector<at::Tensor> outs(columns.size());
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const Field& f = columns[c].field;
+    auto opts = at::TensorOptions().dtype(batch_type(f.dtype));
+    if (f.per == Per::token) outs[c] = at::full({B, T}, f.pad, opts);
+    if (f.per == Per::example) outs[c] = at::empty({B}, opts);
+  }
 
-  auto ids = batch.input_ids.accessor<int64_t, 2>();
-  auto am = batch.attention_mask.accessor<int64_t, 2>();
-  auto lab1 = per_token ? at::TensorAccessor<int64_t, 1>(nullptr, nullptr, nullptr) : batch.labels.accessor<int64_t, 1>();
-  int64_t targets = 0;
+  auto ids = input_ids.accessor<int64_t, 2>();
+  auto am = attention_mask.accessor<int64_t, 2>();
   for (int64_t b = 0; b < B; ++b) {
     int64_t i = indices[size_t(b)], n = len[size_t(b)];
     int64_t start = o.padding_side == "left" ? T - n : 0;
-    batch.example_index[b] = i;
-    batch.lengths[b] = n;
+    example_index[b] = i;
+    lengths[b] = n;
     // Source position of output token k.
     int64_t skip = from[size_t(b)];
     bool kept = bos_kept[size_t(b)];
@@ -74,35 +132,27 @@ Batch collate(const Store& store, const std::vector<int64_t>& indices, const Col
       ids[b][start + k] = tok[pos(k)];
       am[b][start + k] = 1;
     }
-    if (kind == "classification") {
-      lab1[b] = store.label(i);
-      ++targets;
-    } else if (kind == "token_classification") {
-      auto tl = store.token_labels(i);
-      auto wid = store.word_ids(i);
-      auto lab = batch.labels.accessor<int64_t, 2>();
-      auto w = batch.word_ids.accessor<int64_t, 2>();
-      for (int64_t k = 0; k < n; ++k) {
-        lab[b][start + k] = tl[pos(k)];
-        w[b][start + k] = wid[pos(k)];
-        targets += tl[pos(k)] != kIgnore;
-      }
-      // A word whose first sub-token was cut on the left keeps only ignored sub-tokens: as in preprocess.
-    } else {
-      auto lm = store.loss_mask(i);
-      auto lab = batch.labels.accessor<int64_t, 2>();
-      auto mask = batch.loss_mask.accessor<bool, 2>();
-      for (int64_t k = 0; k < n; ++k) {
-        bool on = lm[pos(k)] != 0;
-        mask[b][start + k] = on;
-        if (on) {
-          lab[b][start + k] = tok[pos(k)];
-          ++targets;
-        }
-      }
+    for (size_t c = 0; c < columns.size(); ++c) {
+      const Field& f = columns[c].field;
+      if (f.per == Per::ragged) continue;
+      std::visit(
+          [&](const auto& vec) {
+            using V = typename std::decay_t<decltype(vec)>::value_type;
+            View<V> v = store.get<V>(f.name, i);
+            if (f.per == Per::token)
+              fill_row(outs[c], b, start, n, v, pos);
+            else
+              fill_scalar(outs[c], b, v[0]);
+          },
+          columns[c].values);
     }
   }
-  batch.num_targets = targets;
+  batch["input_ids"] = input_ids;
+  batch["attention_mask"] = attention_mask;
+  batch["example_index"] = example_index;
+  batch["lengths"] = lengths;
+  for (size_t c = 0; c < columns.size(); ++c)
+    if (outs[c].defined()) batch[columns[c].field.name] = outs[c];
   return batch;
 }
 

@@ -1,9 +1,14 @@
 // Examples of a store into one padded batch. Padding is on the side data.padding_side says and
-// always masked; examples longer than max_len are cut as data.truncation says (or refused).
+// always masked; examples longer than max_len are cut as data.truncation says (or refused). The
+// method's example and token fields come along by name (data/schema.h); ragged fields stay in the
+// store. A Batch holds named tensors, so each method puts in it what its loss needs.
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,18 +31,20 @@ struct CollateOptions {
 CollateOptions collate_options(const DataConfig& c, const Store& s);
 
 struct Batch {
-  at::Tensor input_ids;       // [B, T] int64
-  at::Tensor attention_mask;  // [B, T] int64: 1 on tokens, 0 on padding
-  // classification: [B] int64. token_classification: [B, T], kIgnore on non-first sub-tokens,
-  // specials and padding. lm: [B, T] = input_ids with kIgnore where the loss_mask is 0 or padding
-  // (not shifted: the task shifts).
-  at::Tensor labels;
-  at::Tensor loss_mask;       // lm: [B, T] bool; undefined otherwise
-  at::Tensor word_ids;        // token_classification: [B, T] int64, kNoWord on specials and padding
-  at::Tensor example_index;   // [B] int64: the store index of each row
-  at::Tensor lengths;         // [B] int64: tokens before padding
-  int64_t num_targets = 0;    // labels that count (tokens, or examples for classification)
-  int64_t size() const { return example_index.defined() ? example_index.size(0) : 0; }
+  // Always present after collate(): input_ids [B, T] int64, attention_mask [B, T] int64 (1 on
+  // tokens), example_index [B] int64 (the store index of each row), lengths [B] int64 (tokens
+  // before padding); then one tensor per example / token field of the store, under its name.
+  std::map<std::string, at::Tensor> tensors;
+  int64_t num_targets = 0;    // what the method's loss counts (tokens, or examples); set by the method
+
+  bool has(const std::string& name) const { return tensors.count(name) > 0; }
+  // InternalError naming the missing tensor and those present.
+  const at::Tensor& at(const std::string& name) const;
+  at::Tensor& operator[](const std::string& name) { return tensors[name]; }
+  const at::Tensor& operator[](const std::string& name) const { return at(name); }
+  int64_t size() const { return has("example_index") ? at("example_index").size(0) : 0; }
+  // Moves every tensor to `device` (no copy when already there).
+  void to(c10::Device device);
 };
 
 Batch collate(const Store& store, const std::vector<int64_t>& indices, const CollateOptions& o);

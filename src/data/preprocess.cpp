@@ -4,14 +4,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
-#include <unordered_map>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
-#include "data/align.h"
 #include "data/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -19,36 +16,28 @@ namespace fs = std::filesystem;
 namespace kiln::data {
 namespace {
 
-bool is_integer(const std::string& s) {
-  size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
-  if (i >= s.size() || s.size() > 18) return false;
-  for (; i < s.size(); ++i)
-    if (s[i] < '0' || s[i] > '9') return false;
-  return true;
-}
-
-// Cuts ids (and the arrays parallel to them) to max_len as data.truncation says.
-template <typename... V>
-bool truncate(const Record& rec, const DataConfig& c, int32_t bos, std::vector<int32_t>& ids, V&... parallel) {
+// Cuts an example's ids and token fields to max_len as data.truncation says.
+bool truncate(const Record& rec, const DataConfig& c, int32_t bos, const std::vector<Field>& fields, Example& ex) {
+  std::vector<int32_t>& ids = ex.ids;
   size_t max_len = size_t(c.max_len);
   if (ids.size() <= max_len) return false;
   if (c.truncation == "error")
     input_error("{}: {} tokens, more than data.max_len = {} (data.truncation: error; set it to right or left to cut)",
                 rec.where(), ids.size(), max_len);
+  const bool keep_first = c.truncation == "left" && ids[0] == bos;
   auto cut = [&](auto& v) {
     using T = typename std::decay_t<decltype(v)>::value_type;
     if (c.truncation == "right") {
       v.resize(max_len);
     } else {  // left: keep the BOS and the last max_len - 1 tokens
-      bool keep_first = !ids.empty() && ids[0] == bos;
       std::vector<T> out;
       if (keep_first) out.push_back(v[0]);
       out.insert(out.end(), v.end() - int64_t(max_len - out.size()), v.end());
       v.swap(out);
     }
   };
-  // The parallel arrays first: cutting ids first would change the BOS test for them.
-  (cut(parallel), ...);
+  for (auto& f : fields)
+    if (f.per == Per::token) std::visit(cut, ex.values.at(f.name));
   cut(ids);
   return true;
 }
@@ -70,26 +59,33 @@ void get(std::ifstream& in, std::vector<T>& v, const std::string& path) {
   if (!in) throw InternalError(fmt::format("{}: damaged part file", path));
 }
 
+void put_values(std::ofstream& out, const Values& v) {
+  std::visit([&](const auto& vec) { put(out, vec); }, v);
+}
+
+void get_values(std::ifstream& in, Values& v, const std::string& path) {
+  std::visit([&](auto& vec) { get(in, vec, path); }, v);
+}
+
 void write_part(const std::string& path, const StoreData& d) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) input_error("{}: cannot write (is data.store_dir on a file system every rank sees?)", tmp);
-    put(out, d.input_ids), put(out, d.offsets), put(out, d.labels), put(out, d.token_labels), put(out, d.word_ids);
-    put(out, d.word_offsets), put(out, d.word_tags), put(out, d.loss_mask), put(out, d.source_line);
+    put(out, d.input_ids), put(out, d.offsets), put(out, d.source_line);
+    for (auto& c : d.columns) put_values(out, c.values), put(out, c.offsets);
     put(out, std::vector<int64_t>{d.meta.truncated});
     if (!out.flush()) input_error("{}: write failed", tmp);
   }
   fs::rename(tmp, path);
 }
 
-StoreData read_part(const std::string& path) {
+StoreData read_part(const std::string& path, const std::vector<Field>& fields) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InternalError(fmt::format("{}: part file missing (does every rank see data.store_dir?)", path));
-  StoreData d;
-  get(in, d.input_ids, path), get(in, d.offsets, path), get(in, d.labels, path), get(in, d.token_labels, path);
-  get(in, d.word_ids, path), get(in, d.word_offsets, path), get(in, d.word_tags, path), get(in, d.loss_mask, path);
-  get(in, d.source_line, path);
+  StoreData d(fields);
+  get(in, d.input_ids, path), get(in, d.offsets, path), get(in, d.source_line, path);
+  for (auto& c : d.columns) get_values(in, c.values, path), get(in, c.offsets, path);
   std::vector<int64_t> t;
   get(in, t, path);
   d.meta.truncated = t.at(0);
@@ -133,163 +129,39 @@ void run_or_record(const std::string& err_path, F f) {
 
 }  // namespace
 
-std::string resolve_kind(const DataConfig& c) {
-  if (c.kind != "auto") return c.kind;
-  if (c.format == "conll") return "token_classification";
-  if (c.format == "text" || c.format == "conversation") return "lm";
-  return "classification";
-}
-
-std::vector<std::string> build_label_map(const std::string& kind, const std::vector<std::string>& declared,
-                                         const std::vector<Record>& train, const std::vector<Record>& eval) {
-  if (kind == "lm") return {};
-  bool tags = kind == "token_classification";
-  auto each_label = [&](const std::vector<Record>& recs, auto f) {
-    for (auto& r : recs) {
-      if (tags) {
-        for (auto& t : r.tags) f(t, r);
-      } else {
-        f(r.label, r);
-      }
-    }
-  };
-  std::vector<std::string> names = declared;
-  if (names.empty()) {
-    std::set<std::string> seen;
-    each_label(train, [&](const std::string& l, const Record&) { seen.insert(l); });
-    names.assign(seen.begin(), seen.end());
-    if (tags) {
-      // O first, then by entity type with B- before I-: readable confusion matrices, stable ids.
-      std::stable_sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
-        if (a == "O" || b == "O") return a == "O" && b != "O";
-        std::string ta = a.substr(std::min<size_t>(2, a.size())), tb = b.substr(std::min<size_t>(2, b.size()));
-        return ta != tb ? ta < tb : a < b;
-      });
-    } else if (std::all_of(names.begin(), names.end(), is_integer)) {
-      std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
-        return std::stoll(a) < std::stoll(b);
-      });
-    }
-  }
-  std::set<std::string> known(names.begin(), names.end());
-  std::map<std::string, std::string> unknown;  // label -> first place seen
-  auto check = [&](const std::vector<Record>& recs) {
-    each_label(recs, [&](const std::string& l, const Record& r) {
-      if (!known.count(l) && !unknown.count(l)) unknown[l] = r.where();
-    });
-  };
-  if (!declared.empty()) check(train);
-  check(eval);
-  if (!unknown.empty()) {
-    std::string list, set;
-    int shown = 0;
-    for (auto& [l, w] : unknown)
-      if (shown++ < 10) list += fmt::format("{}`{}` ({})", list.empty() ? "" : ", ", shorten(l, 40), w);
-    if (unknown.size() > 10) list += fmt::format(" and {} more", unknown.size() - 10);
-    for (auto& n : names) set += (set.empty() ? "" : ", ") + n;
-    input_error("{} label{} outside the {} set [{}]: {}", unknown.size(), unknown.size() == 1 ? "" : "s",
-                declared.empty() ? "train split's" : "declared (data.labels)", shorten(set, 200), list);
-  }
-  return names;
-}
-
-StoreData encode_records(const std::string& kind, const std::vector<Record>& records, size_t begin, size_t end,
+StoreData encode_records(const Encoder& enc, const std::vector<Record>& records, size_t begin, size_t end,
                          const std::vector<std::string>& label_names, const Tokenizer& tok, const DataConfig& c) {
-  StoreData d;
-  d.meta.kind = kind;
-  std::unordered_map<std::string, int32_t> lid;
-  for (size_t i = 0; i < label_names.size(); ++i) lid[label_names[i]] = int32_t(i);
-  auto label_id = [&](const std::string& l) {
-    auto it = lid.find(l);
-    KILN_CHECK(it != lid.end(), "label `{}` missing from the label map", l);
-    return it->second;
-  };
-  const int32_t bos = tok.bos_id(), eos = tok.eos_id();
+  const std::vector<Field> fields = enc.fields();
+  StoreData d(fields);
+  d.meta.kind = enc.kind();
+  EncodeContext ctx{tok, c, label_names};
+  const bool cut = enc.truncates();
   for (size_t i = begin; i < end; ++i) {
     const Record& rec = records[i];
-    std::vector<int32_t> ids;
-    if (kind == "classification") {
-      ids = tok.encode(rec.text, true);
-      if (!rec.text_pair.empty()) {
-        auto p = tok.encode(rec.text_pair, false);
-        ids.insert(ids.end(), p.begin(), p.end());
-      }
-      if (truncate(rec, c, bos, ids)) ++d.meta.truncated;
-      d.labels.push_back(label_id(rec.label));
-    } else if (kind == "token_classification") {
-      ids = {bos};
-      std::vector<int32_t> wid = {kNoWord}, wl;
-      for (size_t w = 0; w < rec.words.size(); ++w) {
-        // Word by word: sentencepiece's dummy prefix gives each word the `▁` it has after a space,
-        // so the ids equal those of the space-joined sentence and the word boundaries are exact.
-        auto p = tok.encode(rec.words[w], false);
-        ids.insert(ids.end(), p.begin(), p.end());
-        wid.insert(wid.end(), p.size(), int32_t(w));
-        wl.push_back(label_id(rec.tags[w]));
-      }
-      // Labels before truncation: the surviving sub-tokens of a word cut on the left stay ignored.
-      std::vector<int32_t> tl = align_word_labels(wid, wl);
-      if (truncate(rec, c, bos, ids, wid, tl)) ++d.meta.truncated;
-      d.token_labels.insert(d.token_labels.end(), tl.begin(), tl.end());
-      d.word_ids.insert(d.word_ids.end(), wid.begin(), wid.end());
-      d.word_tags.insert(d.word_tags.end(), wl.begin(), wl.end());
-      d.word_offsets.push_back(int64_t(d.word_tags.size()));
-    } else if (!rec.turns.empty()) {
-      // FastChat `ie_as_qa`: "{system} USER: {q} ASSISTANT: {a}</s>USER: ..."; loss on "{a}</s>".
-      ids = {bos};
-      std::vector<uint8_t> mask = {0};
-      for (size_t t = 0; t < rec.turns.size(); ++t) {
-        std::vector<int32_t> p;
-        bool answer = rec.turns[t].from == "gpt";
-        if (answer) {
-          p = tok.encode(rec.turns[t].value, false);
-          p.push_back(eos);
-        } else {
-          std::string q = (t == 0 ? c.system_prompt + " " : std::string()) + "USER: " + rec.turns[t].value + " ASSISTANT:";
-          p = tok.encode(q, false);
-        }
-        ids.insert(ids.end(), p.begin(), p.end());
-        mask.insert(mask.end(), p.size(), answer ? 1 : 0);
-      }
-      if (truncate(rec, c, bos, ids, mask)) ++d.meta.truncated;
-      d.loss_mask.insert(d.loss_mask.end(), mask.begin(), mask.end());
-    } else {  // plain text for lm: one document, packed after the merge
-      ids = tok.encode(rec.text, true, true);
-      d.loss_mask.insert(d.loss_mask.end(), ids.size(), 1);
-    }
-    d.input_ids.insert(d.input_ids.end(), ids.begin(), ids.end());
-    d.offsets.push_back(int64_t(d.input_ids.size()));
-    d.source_line.push_back(rec.line);
+    Example ex;
+    enc.encode(rec, ctx, ex);
+    if (cut && truncate(rec, c, tok.bos_id(), fields, ex)) ++d.meta.truncated;
+    d.add(ex, rec.line);
   }
   return d;
 }
 
-StoreData pack_text(const StoreData& docs, int64_t max_len) {
-  StoreData d;
-  d.meta = docs.meta;
-  d.input_ids = docs.input_ids;
-  d.loss_mask = docs.loss_mask;
-  int64_t T = int64_t(d.input_ids.size());
+void pack_documents(StoreData& d, int64_t max_len) {
+  for (auto& col : d.columns)
+    KILN_CHECK(col.field.per == Per::token, "pack_documents: field `{}` is not per token", col.field.name);
+  const int64_t T = int64_t(d.input_ids.size());
+  d.offsets = {0};
   for (int64_t b = max_len; b < T; b += max_len) d.offsets.push_back(b);
   if (T > 0) d.offsets.push_back(T);
   d.source_line.assign(size_t(d.size()), 0);
-  return d;
 }
 
-std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, const Parallel& par) {
+std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const Tokenizer& tok, const Parallel& par) {
   const DataConfig& c = r.data;
-  const std::string kind = resolve_kind(c);
   const std::string& f = c.format;
-  if (kind == "token_classification" && f != "conll")
-    input_error("key `data.kind`: token_classification reads CoNLL files (data.format: conll), not `{}`", f);
-  if (f == "conll" && kind != "token_classification")
-    input_error("key `data.kind`: CoNLL files make a token_classification store, not `{}`", kind);
-  if (kind == "classification" && (f == "text" || f == "conversation"))
-    input_error("key `data.kind`: format `{}` has no labels to classify; use kind lm", f);
+  enc.check(c);
   if (c.train.empty()) input_error("key `data.train`: no training data file set");
-
-  ReadOptions o = options_from(c);
-  if (kind == "lm") o.label_field.clear();
+  const std::vector<Field> fields = enc.fields();
   struct Split {
     std::string name, file;
     int64_t limit;
@@ -300,7 +172,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, cons
   splits.push_back({"train", c.train, c.max_train_examples, {}, {}});
   if (!c.eval.empty()) splits.push_back({"eval", c.eval, c.max_eval_examples, {}, {}});
   for (auto& s : splits) {
-    s.records = read_records(f, s.file, o, &s.stats);
+    s.records = enc.read(c, s.file, &s.stats);
     if (s.limit > 0 && int64_t(s.records.size()) > s.limit) s.records.resize(size_t(s.limit));
     if (s.records.empty())
       input_error("{}: no {} records{} (data.{})", s.file, f,
@@ -310,7 +182,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, cons
                 s.stats.skipped == 1 ? "" : "s", s.stats.first_skip);
   }
   std::vector<std::string> labels =
-      build_label_map(kind, c.labels, splits[0].records, splits.size() > 1 ? splits[1].records : std::vector<Record>{});
+      enc.labels(c, splits[0].records, splits.size() > 1 ? splits[1].records : std::vector<Record>{});
 
   std::vector<SplitSummary> out;
   for (auto& s : splits) {
@@ -331,7 +203,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, cons
     size_t b = n * size_t(par.rank) / size_t(par.size), e = n * size_t(par.rank + 1) / size_t(par.size);
     run_or_record(err, [&] {
       auto tt = std::chrono::steady_clock::now();
-      StoreData d = encode_records(kind, s.records, b, e, labels, tok, c);
+      StoreData d = encode_records(enc, s.records, b, e, labels, tok, c);
       sum.tokenize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tt).count();
       write_part(part, d);
     });
@@ -340,15 +212,16 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, cons
 
     if (par.rank == 0) {
       run_or_record(merge_err, [&] {
-        StoreData all;
-        all.meta.kind = kind;
+        StoreData all(fields);
         for (int k = 0; k < par.size; ++k) {
-          StoreData p = read_part(fmt::format("{}/rank{}.bin", dir, k));
+          StoreData p = read_part(fmt::format("{}/rank{}.bin", dir, k), fields);
           all.append(p);
           all.meta.truncated += p.meta.truncated;
         }
-        if (kind == "lm" && f != "conversation") all = pack_text(all, c.max_len);
+        enc.finish(all, c);
         StoreMeta& m = all.meta;
+        m.kind = enc.kind();
+        m.settings = enc.settings();
         m.split = s.name;
         m.tokenizer_checksum = tok.checksum();
         m.bos_id = tok.bos_id(), m.eos_id = tok.eos_id(), m.pad_id = tok.pad_id();

@@ -1,9 +1,9 @@
 // From source files to stores: read, build the label map, tokenize, write <store_dir>/<split>.h5.
 // Multi-rank: every rank reads the (cheap) sources and builds the same label map; rank r tokenizes
 // only its contiguous slice of the records (the expensive part) and writes it as a part file; after
-// a barrier rank 0 concatenates the parts in rank order and writes the store. Plain text for `lm` is
-// packed into max_len windows only after the merge, so the store does not depend on the number of
-// ranks. An error on any rank reaches every rank after the barrier (no rank is left waiting).
+// a barrier rank 0 concatenates the parts in rank order, lets the encoder finish them (e.g. pack
+// documents into max_len windows) and writes the store, so it does not depend on the number of
+// ranks. What is stored per example is the method's (data/schema.h). An error on any rank reaches every rank after the barrier (no rank is left waiting).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/readers.h"
+#include "data/schema.h"
 #include "data/store.h"
 
 namespace kiln {
@@ -22,22 +23,15 @@ namespace kiln::data {
 
 class Tokenizer;
 
-// The kind a DataConfig asks for, `auto` resolved from the format.
-std::string resolve_kind(const DataConfig& c);
-
-// Label names in id order: the declared `data.labels`, or the distinct labels of `train` (numbers in
-// numeric order, else sorted; for tags `O` first). Any label of `train` or `eval` outside the set
-// is an InputError listing them with file:line.
-std::vector<std::string> build_label_map(const std::string& kind, const std::vector<std::string>& declared,
-                                         const std::vector<Record>& train, const std::vector<Record>& eval);
-
-// Tokenizes records [begin, end) into arrays of the given kind. Text for `lm` stays one example per
-// document here (pack_text packs it). Throws InputError naming file:line when truncation is `error`.
-StoreData encode_records(const std::string& kind, const std::vector<Record>& records, size_t begin, size_t end,
+// Encodes records [begin, end) with the method's encoder and cuts each example to data.max_len as
+// data.truncation says (unless the encoder packs instead); `label_names` from Encoder::labels.
+// Throws InputError naming file:line when truncation is `error`.
+StoreData encode_records(const Encoder& enc, const std::vector<Record>& records, size_t begin, size_t end,
                          const std::vector<std::string>& label_names, const Tokenizer& tok, const DataConfig& c);
 
-// Concatenates the documents of an lm text store and cuts the stream into max_len windows.
-StoreData pack_text(const StoreData& docs, int64_t max_len);
+// Concatenates the documents of a store and cuts the stream into max_len windows; token fields go
+// along with the ids (a store to be packed has no example or ragged fields).
+void pack_documents(StoreData& d, int64_t max_len);
 
 // How the ranks meet; single-process use leaves the defaults.
 struct Parallel {
@@ -53,7 +47,9 @@ struct SplitSummary {
   double seconds = 0;            // the whole split, read to written, on this rank
 };
 
-// Reads, tokenizes and writes the train split (and eval when data.eval is set).
-std::vector<SplitSummary> preprocess(const Recipe& r, const Tokenizer& tok, const Parallel& par = {});
+// Reads, tokenizes and writes the train split (and eval when data.eval is set) with the method's
+// encoder.
+std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const Tokenizer& tok,
+                                     const Parallel& par = {});
 
 }  // namespace kiln::data

@@ -1,107 +1,119 @@
 #include "data/store.h"
 
-#include <hdf5.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/h5.h"
 #include "data/tokenizer.h"
 
 namespace kiln::data {
 namespace {
 
 using json = nlohmann::json;
+using h5::Handle;
 
-template <typename T>
-hid_t h5type();
-template <>
-hid_t h5type<int32_t>() { return H5T_NATIVE_INT32; }
-template <>
-hid_t h5type<int64_t>() { return H5T_NATIVE_INT64; }
-template <>
-hid_t h5type<uint8_t>() { return H5T_NATIVE_UINT8; }
-
-struct Handle {  // closes an HDF5 id with the matching call
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~Handle() {
-    if (id >= 0) close(id);
+// The HDF5 memory type and element size of a field's values.
+hid_t h5_type(DType t) {
+  switch (t) {
+    case DType::i32: return H5T_NATIVE_INT32;
+    case DType::i64: return H5T_NATIVE_INT64;
+    case DType::u8: return H5T_NATIVE_UINT8;
+    case DType::f32: return H5T_NATIVE_FLOAT;
   }
-};
-
-template <typename T>
-void write_array(hid_t file, const char* name, const std::vector<T>& v, const std::string& path) {
-  if (v.empty()) return;
-  hsize_t dims[1] = {v.size()};
-  Handle space{H5Screate_simple(1, dims, nullptr), H5Sclose};
-  Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
-  H5Pset_obj_track_times(dcpl.id, 0);  // no timestamps: same input, same bytes
-  Handle ds{H5Dcreate2(file, name, h5type<T>(), space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
-  if (ds.id < 0 || H5Dwrite(ds.id, h5type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
-    throw InternalError(fmt::format("{}: cannot write dataset {}", path, name));
+  return H5T_NATIVE_INT32;
 }
 
-template <typename T>
-std::vector<T> read_array(hid_t file, const char* name, const std::string& path) {
-  std::vector<T> v;
-  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return v;
-  Handle ds{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
-  Handle space{H5Dget_space(ds.id), H5Sclose};
-  hsize_t n = 0;
-  if (ds.id < 0 || H5Sget_simple_extent_ndims(space.id) != 1) input_error("{}: dataset {} is not a 1-D array", path, name);
-  H5Sget_simple_extent_dims(space.id, &n, nullptr);
-  v.resize(size_t(n));
-  if (n && H5Dread(ds.id, h5type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
-    input_error("{}: cannot read dataset {}", path, name);
-  return v;
+DType dtype_from(const std::string& s, const std::string& where) {
+  for (DType t : {DType::i32, DType::i64, DType::u8, DType::f32})
+    if (s == dtype_name(t)) return t;
+  input_error("{}: store metadata names an unknown field type `{}`", where, s);
 }
 
-void write_string_attr(hid_t obj, const char* name, const std::string& s) {
-  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(type.id, std::max<size_t>(s.size(), 1));
-  H5Tset_strpad(type.id, H5T_STR_NULLPAD);
-  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
-  Handle attr{H5Acreate2(obj, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  std::string padded = s.empty() ? std::string(1, '\0') : s;
-  if (attr.id < 0 || H5Awrite(attr.id, type.id, padded.data()) < 0)
-    throw InternalError(fmt::format("cannot write attribute {}", name));
+Per per_from(const std::string& s, const std::string& where) {
+  for (Per p : {Per::example, Per::token, Per::ragged})
+    if (s == per_name(p)) return p;
+  input_error("{}: store metadata names an unknown field shape `{}`", where, s);
 }
 
-std::string read_string_attr(hid_t obj, const char* name, const std::string& path) {
-  if (H5Aexists(obj, name) <= 0) input_error("{}: not a kiln data store (attribute `{}` missing)", path, name);
-  Handle attr{H5Aopen(obj, name, H5P_DEFAULT), H5Aclose};
-  Handle type{H5Aget_type(attr.id), H5Tclose};
-  size_t n = H5Tget_size(type.id);
-  std::string s(n, '\0');
-  Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(mem.id, n);
-  H5Tset_strpad(mem.id, H5T_STR_NULLPAD);
-  if (H5Aread(attr.id, mem.id, s.data()) < 0) input_error("{}: cannot read attribute {}", path, name);
-  while (!s.empty() && s.back() == '\0') s.pop_back();
-  return s;
+void write_values(hid_t file, const std::string& name, const Values& v, const std::string& path) {
+  std::visit([&](const auto& vec) { h5::write_vector(file, name, vec, path); }, v);
 }
 
-template <typename T>
-void append_vec(std::vector<T>& a, const std::vector<T>& b) {
-  a.insert(a.end(), b.begin(), b.end());
+Values read_values(hid_t file, const Field& f, const std::string& path) {
+  switch (f.dtype) {
+    case DType::i32: return h5::read_vector<int32_t>(file, f.name, path);
+    case DType::i64: return h5::read_vector<int64_t>(file, f.name, path);
+    case DType::u8: return h5::read_vector<uint8_t>(file, f.name, path);
+    case DType::f32: return h5::read_vector<float>(file, f.name, path);
+  }
+  return {};
 }
 
 }  // namespace
 
+StoreData::StoreData(const std::vector<Field>& fields) {
+  for (auto& f : fields) columns.push_back(Column{f, empty_values(f.dtype), {0}});
+}
+
+Column& StoreData::column(const std::string& name) {
+  for (auto& c : columns)
+    if (c.field.name == name) return c;
+  throw InternalError(fmt::format("store has no field `{}` (kind {})", name, meta.kind));
+}
+
+const Column& StoreData::column(const std::string& name) const {
+  return const_cast<StoreData*>(this)->column(name);
+}
+
+void StoreData::add(const Example& ex, int64_t line) {
+  const size_t T = ex.ids.size();
+  for (auto& c : columns) {
+    auto it = ex.values.find(c.field.name);
+    KILN_CHECK(it != ex.values.end(), "encoder gave no value for field `{}`", c.field.name);
+    KILN_CHECK(dtype_of(it->second) == c.field.dtype, "field `{}`: values of type {}, declared {}", c.field.name,
+               dtype_name(dtype_of(it->second)), dtype_name(c.field.dtype));
+    size_t n = values_size(it->second);
+    if (c.field.per == Per::example) KILN_CHECK(n == 1, "example field `{}` has {} values", c.field.name, n);
+    if (c.field.per == Per::token)
+      KILN_CHECK(n == T, "token field `{}` has {} values for {} tokens", c.field.name, n, T);
+    std::visit(
+        [&](auto& dst) {
+          using V = std::decay_t<decltype(dst)>;
+          const V& src = std::get<V>(it->second);
+          dst.insert(dst.end(), src.begin(), src.end());
+          if (c.field.per == Per::ragged) c.offsets.push_back(int64_t(dst.size()));
+        },
+        c.values);
+  }
+  input_ids.insert(input_ids.end(), ex.ids.begin(), ex.ids.end());
+  offsets.push_back(int64_t(input_ids.size()));
+  source_line.push_back(line);
+}
+
 void StoreData::append(const StoreData& p) {
-  int64_t base = offsets.back(), wbase = word_offsets.back();
+  int64_t base = offsets.back();
   for (size_t i = 1; i < p.offsets.size(); ++i) offsets.push_back(base + p.offsets[i]);
-  if (p.word_offsets.size() > 1)
-    for (size_t i = 1; i < p.word_offsets.size(); ++i) word_offsets.push_back(wbase + p.word_offsets[i]);
-  append_vec(input_ids, p.input_ids);
-  append_vec(labels, p.labels);
-  append_vec(token_labels, p.token_labels);
-  append_vec(word_ids, p.word_ids);
-  append_vec(word_tags, p.word_tags);
-  append_vec(loss_mask, p.loss_mask);
-  append_vec(source_line, p.source_line);
+  input_ids.insert(input_ids.end(), p.input_ids.begin(), p.input_ids.end());
+  source_line.insert(source_line.end(), p.source_line.begin(), p.source_line.end());
+  KILN_CHECK(columns.size() == p.columns.size(), "appending a store part with {} fields to one with {}",
+             p.columns.size(), columns.size());
+  for (size_t k = 0; k < columns.size(); ++k) {
+    Column& c = columns[k];
+    const Column& o = p.columns[k];
+    KILN_CHECK(c.field.name == o.field.name, "store parts disagree on field {}", k);
+    int64_t vbase = int64_t(values_size(c.values));
+    std::visit(
+        [&](auto& dst) {
+          using V = std::decay_t<decltype(dst)>;
+          const V& src = std::get<V>(o.values);
+          dst.insert(dst.end(), src.begin(), src.end());
+        },
+        c.values);
+    if (c.field.per == Per::ragged)
+      for (size_t i = 1; i < o.offsets.size(); ++i) c.offsets.push_back(vbase + o.offsets[i]);
+  }
 }
 
 std::string meta_to_json(const StoreMeta& m) {
@@ -119,6 +131,14 @@ std::string meta_to_json(const StoreMeta& m) {
   j["sources"] = json::array();
   for (auto& s : m.sources)
     j["sources"].push_back({{"path", s.path}, {"sha256", s.sha256}, {"records", s.records}, {"skipped", s.skipped}});
+  j["fields"] = json::array();
+  for (auto& f : m.fields) {
+    json e = {{"name", f.name}, {"dtype", dtype_name(f.dtype)}, {"per", per_name(f.per)}};
+    if (f.per == Per::token) e["pad"] = f.pad;
+    if (f.per == Per::ragged) e["offsets"] = f.offsets_name();
+    j["fields"].push_back(e);
+  }
+  j["settings"] = m.settings;
   return j.dump(1);
 }
 
@@ -139,6 +159,19 @@ StoreMeta meta_from_json(const std::string& s, const std::string& where) {
     for (auto& e : j.at("sources"))
       m.sources.push_back({e.at("path").get<std::string>(), e.at("sha256").get<std::string>(),
                            e.at("records").get<int64_t>(), e.at("skipped").get<int64_t>()});
+    if (m.format_version == 1 && !j.contains("fields"))
+      input_error("{}: made by an older kiln, before methods declared their fields: run `kiln preprocess` again",
+                  where);
+    for (auto& e : j.at("fields")) {
+      Field f;
+      f.name = e.at("name").get<std::string>();
+      f.dtype = dtype_from(e.at("dtype").get<std::string>(), where);
+      f.per = per_from(e.at("per").get<std::string>(), where);
+      f.pad = e.value("pad", 0.0);
+      f.offsets = e.value("offsets", std::string());
+      m.fields.push_back(f);
+    }
+    m.settings = j.value("settings", std::string());
   } catch (const json::exception& e) {
     input_error("{}: store metadata is damaged: {}", where, e.what());
   }
@@ -148,6 +181,7 @@ StoreMeta meta_from_json(const std::string& s, const std::string& where) {
 }
 
 void write_store(const std::string& path, const StoreData& d) {
+  h5::quiet();
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::string tmp = path + ".tmp";
   std::remove(tmp.c_str());
@@ -156,17 +190,18 @@ void write_store(const std::string& path, const StoreData& d) {
     H5Pset_obj_track_times(fcpl.id, 0);
     Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.id, H5P_DEFAULT), H5Fclose};
     if (file.id < 0) input_error("{}: cannot create the store file", tmp);
-    write_array(file.id, "input_ids", d.input_ids, tmp);
-    write_array(file.id, "offsets", d.offsets, tmp);
-    write_array(file.id, "labels", d.labels, tmp);
-    write_array(file.id, "token_labels", d.token_labels, tmp);
-    write_array(file.id, "word_ids", d.word_ids, tmp);
-    if (!d.word_tags.empty()) write_array(file.id, "word_offsets", d.word_offsets, tmp);
-    write_array(file.id, "word_tags", d.word_tags, tmp);
-    write_array(file.id, "loss_mask", d.loss_mask, tmp);
-    write_array(file.id, "source_line", d.source_line, tmp);
-    write_string_attr(file.id, "meta", meta_to_json(d.meta));
-    write_string_attr(file.id, "recipe", d.meta.recipe);
+    h5::write_vector(file.id, "input_ids", d.input_ids, tmp);
+    h5::write_vector(file.id, "offsets", d.offsets, tmp);
+    StoreMeta meta = d.meta;
+    meta.fields.clear();
+    for (auto& c : d.columns) {
+      write_values(file.id, c.field.name, c.values, tmp);
+      if (c.field.per == Per::ragged) h5::write_vector(file.id, c.field.offsets_name(), c.offsets, tmp);
+      meta.fields.push_back(c.field);
+    }
+    h5::write_vector(file.id, "source_line", d.source_line, tmp);
+    h5::write_string_attr(file.id, "meta", meta_to_json(meta));
+    h5::write_string_attr(file.id, "recipe", d.meta.recipe);
     if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) throw InternalError(fmt::format("{}: flush failed", tmp));
   }
   std::error_code ec;
@@ -176,35 +211,47 @@ void write_store(const std::string& path, const StoreData& d) {
 
 Store::Store(const std::string& path) : path_(path) {
   if (!std::filesystem::exists(path)) input_error("{}: data store not found: run `kiln preprocess <recipe>` first", path);
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // our messages, not HDF5's error stack
+  h5::quiet();
   if (H5Fis_hdf5(path.c_str()) <= 0) input_error("{}: not an HDF5 file (not a kiln data store)", path);
   Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
   if (file.id < 0) input_error("{}: cannot open the data store", path);
-  d_.meta = meta_from_json(read_string_attr(file.id, "meta", path), path);
-  d_.meta.recipe = read_string_attr(file.id, "recipe", path);
-  d_.input_ids = read_array<int32_t>(file.id, "input_ids", path);
-  d_.offsets = read_array<int64_t>(file.id, "offsets", path);
-  d_.labels = read_array<int32_t>(file.id, "labels", path);
-  d_.token_labels = read_array<int32_t>(file.id, "token_labels", path);
-  d_.word_ids = read_array<int32_t>(file.id, "word_ids", path);
-  d_.word_offsets = read_array<int64_t>(file.id, "word_offsets", path);
-  d_.word_tags = read_array<int32_t>(file.id, "word_tags", path);
-  d_.loss_mask = read_array<uint8_t>(file.id, "loss_mask", path);
-  d_.source_line = read_array<int64_t>(file.id, "source_line", path);
-  if (d_.word_offsets.empty()) d_.word_offsets = {0};
+  std::string meta, recipe;
+  if (!h5::read_string_attr(file.id, "meta", meta))
+    input_error("{}: not a kiln data store (attribute `meta` missing)", path);
+  if (!h5::read_string_attr(file.id, "recipe", recipe))
+    input_error("{}: not a kiln data store (attribute `recipe` missing)", path);
+  d_.meta = meta_from_json(meta, path);
+  d_.meta.recipe = recipe;
+  auto need = [&](const std::string& name) {
+    if (!h5::exists(file.id, name)) input_error("{}: damaged data store: dataset `{}` missing", path, name);
+  };
+  need("input_ids"), need("offsets");
+  d_.input_ids = h5::read_vector<int32_t>(file.id, "input_ids", path);
+  d_.offsets = h5::read_vector<int64_t>(file.id, "offsets", path);
+  if (h5::exists(file.id, "source_line")) d_.source_line = h5::read_vector<int64_t>(file.id, "source_line", path);
+  if (d_.offsets.empty()) d_.offsets = {0};
   // Consistency: a truncated or foreign file must fail here, not as an out-of-range read later.
-  int64_t n = d_.size(), T = int64_t(d_.input_ids.size());
-  auto bad = [&](const char* what) { input_error("{}: damaged data store: {}", path, what); };
+  const int64_t n = d_.size(), T = int64_t(d_.input_ids.size());
+  auto bad = [&](const std::string& what) { input_error("{}: damaged data store: {}", path, what); };
   if (n < 0 || d_.offsets.back() != T) bad("offsets do not cover input_ids");
   for (size_t i = 1; i < d_.offsets.size(); ++i)
     if (d_.offsets[i] < d_.offsets[i - 1]) bad("offsets decrease");
-  const std::string& k = d_.meta.kind;
-  if (k == "classification" && int64_t(d_.labels.size()) != n) bad("labels and offsets disagree");
-  if (k == "token_classification" &&
-      (int64_t(d_.token_labels.size()) != T || int64_t(d_.word_ids.size()) != T ||
-       int64_t(d_.word_offsets.size()) != n + 1 || d_.word_offsets.back() != int64_t(d_.word_tags.size())))
-    bad("token_classification arrays disagree");
-  if (k == "lm" && int64_t(d_.loss_mask.size()) != T) bad("loss_mask and input_ids disagree");
+  for (auto& f : d_.meta.fields) {
+    need(f.name);
+    Column c{f, read_values(file.id, f, path), {0}};
+    int64_t size = int64_t(values_size(c.values));
+    if (f.per == Per::example && size != n) bad(fmt::format("`{}` has {} values for {} examples", f.name, size, n));
+    if (f.per == Per::token && size != T) bad(fmt::format("`{}` has {} values for {} tokens", f.name, size, T));
+    if (f.per == Per::ragged) {
+      need(f.offsets_name());
+      c.offsets = h5::read_vector<int64_t>(file.id, f.offsets_name(), path);
+      if (int64_t(c.offsets.size()) != n + 1 || c.offsets.back() != size)
+        bad(fmt::format("`{}` and `{}` disagree", f.name, f.offsets_name()));
+      for (size_t i = 1; i < c.offsets.size(); ++i)
+        if (c.offsets[i] < c.offsets[i - 1]) bad(fmt::format("`{}` decreases", f.offsets_name()));
+    }
+    d_.columns.push_back(std::move(c));
+  }
 }
 
 void Store::check_tokenizer(const Tokenizer& tok) const { check_tokenizer(tok.checksum(), tok.path()); }
@@ -222,10 +269,28 @@ std::vector<int64_t> Store::lengths() const {
   return l;
 }
 
-View<int32_t> Store::word_tags(int64_t i) const {
-  if (d_.word_tags.empty()) return {};
-  auto b = d_.word_offsets[size_t(i)];
-  return {d_.word_tags.data() + b, d_.word_offsets[size_t(i) + 1] - b};
+bool Store::has(const std::string& field) const {
+  for (auto& c : d_.columns)
+    if (c.field.name == field) return true;
+  return false;
 }
+
+template <typename T>
+View<T> Store::get(const std::string& name, int64_t i) const {
+  const Column& c = d_.column(name);
+  const auto* v = std::get_if<std::vector<T>>(&c.values);
+  KILN_CHECK(v, "{}: field `{}` is {}, read as another type", path_, name, dtype_name(c.field.dtype));
+  switch (c.field.per) {
+    case Per::example: return {v->data() + i, 1};
+    case Per::token: return {v->data() + d_.offsets[size_t(i)], length(i)};
+    case Per::ragged: return {v->data() + c.offsets[size_t(i)], c.offsets[size_t(i) + 1] - c.offsets[size_t(i)]};
+  }
+  return {};
+}
+
+template View<int32_t> Store::get<int32_t>(const std::string&, int64_t) const;
+template View<int64_t> Store::get<int64_t>(const std::string&, int64_t) const;
+template View<uint8_t> Store::get<uint8_t>(const std::string&, int64_t) const;
+template View<float> Store::get<float>(const std::string&, int64_t) const;
 
 }  // namespace kiln::data

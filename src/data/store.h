@@ -1,18 +1,19 @@
 // The tokenized data store: one HDF5 file per split (<store_dir>/train.h5, eval.h5) written by
-// `kiln preprocess` and read by training. Token ids of all examples lie in one flat array with
-// offsets; per-example and per-token arrays sit beside them, depending on the kind:
-//   classification        labels[n]
-//   token_classification  token_labels[T] (kIgnore on non-first sub-tokens and specials),
-//                         word_ids[T] (kNoWord on specials), word_offsets[n+1] + word_tags[W]
-//                         (the gold word-level tags, for span F1 even where words were truncated)
-//   lm                    loss_mask[T] (1 where the token is a target)
+// `kiln preprocess` (or by a run, when missing or stale) and read by training. Token ids of all
+// examples lie in one flat array with offsets; the method's fields (data/schema.h) sit beside them as
+// 1-D datasets of their own names. LS-LLaMA's classification stores hold `labels`; its token
+// classification stores `token_labels`, `word_ids` and the ragged `word_tags` with `word_offsets`;
+// lm stores `loss_mask`.
 // Metadata (attribute `meta`, JSON): kind, split, tokenizer checksum, label names, sources with
-// their sha256, counts; attribute `recipe`: the resolved recipe. No timestamps are written, so the
-// same input gives the same bytes.
+// their sha256, counts, the schema and the encoder's settings; attribute `recipe`: the resolved
+// recipe. No timestamps are written, so the same input gives the same bytes.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
+
+#include "data/schema.h"
 
 namespace kiln::data {
 
@@ -36,7 +37,7 @@ struct SourceInfo {
 
 struct StoreMeta {
   int format_version = 1;
-  std::string kind;                        // classification | token_classification | lm
+  std::string kind;                        // the method's store kind (Encoder::kind)
   std::string split;                       // train | eval
   std::string tokenizer_checksum;
   int32_t bos_id = 1, eos_id = 2, pad_id = 2;
@@ -44,22 +45,32 @@ struct StoreMeta {
   int64_t truncated = 0;                   // examples cut to max_len
   std::vector<std::string> label_names;    // label id -> name (tags for token classification)
   std::vector<SourceInfo> sources;
+  std::vector<Field> fields;               // the method's schema
+  std::string settings;                    // Encoder::settings() at the time it was made
   std::string recipe;                      // the resolved recipe, YAML
+};
+
+// A field's values for all examples; ragged fields carry their offsets (n + 1).
+struct Column {
+  Field field;
+  Values values;
+  std::vector<int64_t> offsets{0};
 };
 
 struct StoreData {
   std::vector<int32_t> input_ids;
   std::vector<int64_t> offsets{0};         // n + 1
-  std::vector<int32_t> labels;             // classification
-  std::vector<int32_t> token_labels;       // token_classification
-  std::vector<int32_t> word_ids;           // token_classification
-  std::vector<int64_t> word_offsets{0};    // token_classification, n + 1
-  std::vector<int32_t> word_tags;          // token_classification
-  std::vector<uint8_t> loss_mask;          // lm
   std::vector<int64_t> source_line;        // per example; 0 for packed text
+  std::vector<Column> columns;             // in schema order
   StoreMeta meta;
 
+  StoreData() = default;
+  explicit StoreData(const std::vector<Field>& fields);  // empty columns of these fields
   int64_t size() const { return int64_t(offsets.size()) - 1; }
+  Column& column(const std::string& name);
+  const Column& column(const std::string& name) const;
+  // Appends one example, checking its values against the schema (InternalError naming the field).
+  void add(const Example& ex, int64_t source_line);
   void append(const StoreData& part);      // arrays only; meta untouched
 };
 
@@ -86,22 +97,19 @@ class Store {
   int64_t length(int64_t i) const { return d_.offsets[size_t(i) + 1] - d_.offsets[size_t(i)]; }
   std::vector<int64_t> lengths() const;
 
-  View<int32_t> ids(int64_t i) const { return slice(d_.input_ids, i); }
-  int32_t label(int64_t i) const { return d_.labels.at(size_t(i)); }
-  View<int32_t> token_labels(int64_t i) const { return slice(d_.token_labels, i); }
-  View<int32_t> word_ids(int64_t i) const { return slice(d_.word_ids, i); }
-  View<uint8_t> loss_mask(int64_t i) const { return slice(d_.loss_mask, i); }
-  View<int32_t> word_tags(int64_t i) const;
+  View<int32_t> ids(int64_t i) const { return {d_.input_ids.data() + d_.offsets[size_t(i)], length(i)}; }
+  bool has(const std::string& field) const;
+  const Field& field(const std::string& name) const { return d_.column(name).field; }
+  // Example i's values of a field: one for example fields, one per token for token fields, its
+  // slice for ragged ones. InternalError when the field is missing or T is not its type.
+  template <typename T>
+  View<T> get(const std::string& name, int64_t i) const;
+  template <typename T>
+  T value(const std::string& name, int64_t i) const { return get<T>(name, i)[0]; }
   int64_t source_line(int64_t i) const { return d_.source_line.empty() ? 0 : d_.source_line[size_t(i)]; }
   const StoreData& data() const { return d_; }
 
  private:
-  template <typename T>
-  View<T> slice(const std::vector<T>& v, int64_t i) const {
-    if (v.empty()) return {};
-    auto b = d_.offsets[size_t(i)];
-    return {v.data() + b, d_.offsets[size_t(i) + 1] - b};
-  }
   std::string path_;
   StoreData d_;
 };

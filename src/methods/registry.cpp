@@ -3,6 +3,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/config.h"
 #include "core/recipe.h"
 
 namespace kiln::methods {
@@ -27,7 +28,12 @@ bool register_task(const std::string& name, const std::string& description, Task
 
 bool has_task(const std::string& name) { return table().count(name) > 0; }
 
-std::unique_ptr<Task> make_task(const std::string& name) {
+std::unique_ptr<Task> make_task(const Recipe& r) {
+  recipe::Node tree = r.tree;
+  return make_task(r.method, recipe::Section::root(tree).where("method"));
+}
+
+std::unique_ptr<Task> make_task(const std::string& name, const std::string& where) {
   auto it = table().find(name);
   if (it != table().end()) return it->second.factory();
   std::string known, best;
@@ -38,31 +44,14 @@ std::unique_ptr<Task> make_task(const std::string& name) {
     if (d < best_d) best_d = d, best = n;
   }
   std::string hint = (!best.empty() && best_d <= 3) ? fmt::format(" (did you mean `{}`?)", best) : "";
-  input_error("unknown method `{}`{}; known methods: {}", name, hint, known.empty() ? "none" : known);
+  input_error("{}key `method`: unknown method `{}`{}; known methods: {}", where.empty() ? "" : where + ": ", name, hint,
+              known.empty() ? "none" : known);
 }
 
 std::vector<std::pair<std::string, std::string>> list_tasks() {
   std::vector<std::pair<std::string, std::string>> out;
   for (auto& [n, e] : table()) out.emplace_back(n, e.description);
   return out;
-}
-
-// Defaults of the Task interface.
-
-bool Task::decays(const std::string& name, const at::Tensor& p) const {
-  if (p.dim() < 2) return false;
-  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
-  return !(has("norm") || has("bias"));
-}
-
-void Task::export_adapter(const std::string&) {
-  input_error("this method cannot export a LoRA adapter (no adapters are trained)");
-}
-
-void Task::export_merged(const std::string&) { input_error("this method cannot export merged weights"); }
-
-int64_t Task::tokens(const data::Batch& batch) const {
-  return batch.attention_mask.defined() ? batch.attention_mask.sum().item<int64_t>() : 0;
 }
 
 }  // namespace kiln::methods

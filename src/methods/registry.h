@@ -1,22 +1,30 @@
-// Method name (the recipe's `method:`) -> a new Task. Each method registers itself from its own
-// .cpp with KILN_REGISTER_TASK; kiln_methods is an OBJECT library, so the registrars are linked
-// into every binary that links it (a static archive would silently drop them).
+// Method name (the recipe's `method:`) -> a new Task: the one list of methods. Each method registers
+// itself from its own .cpp with KILN_REGISTER_TASK; kiln_methods is an OBJECT library, so the
+// registrars are linked into every binary that links it (a static archive would silently drop them).
 #pragma once
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "methods/task.h"
+#include "train/task.h"
+
+namespace kiln {
+struct Recipe;
+}
 
 namespace kiln::methods {
 
+using train::Task;
 using TaskFactory = std::function<std::unique_ptr<Task>()>;
 
 // Returns true so it can initialise a static; throws InternalError on a duplicate name.
 bool register_task(const std::string& name, const std::string& description, TaskFactory factory);
-// InputError naming the known methods (and the closest one) when `name` is not registered.
-std::unique_ptr<Task> make_task(const std::string& name);
+// InputError "<where>: key `method`: unknown method ..." naming the known methods (and the closest
+// one) when `name` is not registered. `where`: the recipe's file:line of the key.
+std::unique_ptr<Task> make_task(const std::string& name, const std::string& where = "");
+// make_task for the recipe's `method:`, with the error naming where the recipe set it.
+std::unique_ptr<Task> make_task(const Recipe& r);
 bool has_task(const std::string& name);
 // (name, description) of every registered method, sorted by name.
 std::vector<std::pair<std::string, std::string>> list_tasks();

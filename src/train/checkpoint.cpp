@@ -8,8 +8,24 @@
 #include <filesystem>
 #include <regex>
 
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
 #include "core/error.h"
+#include "core/h5.h"
+#include "core/log.h"
+#include "data/sampler.h"
+#include "parallel/communicator.h"
+#include "parallel/world.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+#include "train/task.h"
 #include "core/hash.h"
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "unknown"
+#endif
 
 namespace kiln::train {
 
@@ -17,22 +33,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Handle {
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~Handle() {
-    if (id >= 0) close(id);
-  }
-};
+using h5::Handle;
+using h5::read_string_attr;
+using h5::write_string_attr;
 
-// HDF5 prints its own error stacks to stderr unless told not to; ours name the file instead.
-void quiet_hdf5() {
-  static bool done = [] {
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    return true;
-  }();
-  (void)done;
-}
+void quiet_hdf5() { h5::quiet(); }
 
 // The file type of each dtype: native types where HDF5 has one (so h5py shows real numbers), the
 // 16-bit floats as raw uint16 with the dtype in an attribute.
@@ -60,33 +65,6 @@ at::ScalarType dtype_from_name(const std::string& s, const std::string& where) {
   auto it = m.find(s);
   if (it == m.end()) input_error("{}: unknown dtype `{}`", where, s);
   return it->second;
-}
-
-void write_string_attr(hid_t obj, const char* name, const std::string& s) {
-  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(type.id, std::max<size_t>(s.size(), 1));
-  H5Tset_strpad(type.id, H5T_STR_NULLPAD);
-  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
-  Handle attr{H5Acreate2(obj, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  std::string padded = s.empty() ? std::string(1, '\0') : s;
-  if (attr.id < 0 || H5Awrite(attr.id, type.id, padded.data()) < 0)
-    throw InternalError(fmt::format("checkpoint: cannot write attribute {}", name));
-}
-
-bool read_string_attr(hid_t obj, const char* name, std::string& out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  Handle attr{H5Aopen(obj, name, H5P_DEFAULT), H5Aclose};
-  Handle type{H5Aget_type(attr.id), H5Tclose};
-  if (attr.id < 0 || type.id < 0 || H5Tget_class(type.id) != H5T_STRING) return false;
-  size_t n = H5Tget_size(type.id);
-  std::string s(n, '\0');
-  Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
-  H5Tset_size(mem.id, n);
-  H5Tset_strpad(mem.id, H5T_STR_NULLPAD);
-  if (H5Aread(attr.id, mem.id, s.data()) < 0) return false;
-  s.resize(strnlen(s.data(), n));
-  out = s;
-  return true;
 }
 
 at::Tensor cpu_contiguous(const at::Tensor& t) { return t.detach().to(at::kCPU).contiguous(); }
@@ -310,6 +288,166 @@ void prune_checkpoints(const std::string& dir, int64_t keep) {
     std::error_code ec;
     fs::remove(all[i].second, ec);
   }
+}
+
+// ---- what a training checkpoint holds ----
+
+CheckpointFile capture_checkpoint(TrainingState& s) {
+  CheckpointFile c;
+  for (auto& [name, p] : s.params) c.groups["weights"].emplace_back(name, p.detach().to(at::kCPU).clone());
+  for (auto& [name, t] : s.optimizer.state()) c.groups["optimizer"].emplace_back(name, t.to(at::kCPU).clone());
+  for (auto& [name, t] : s.task.extra_state()) c.groups["extra"].emplace_back(name, t.detach().to(at::kCPU).clone());
+  // RNG states of every rank (dropout masks): gathered, since rank 0 writes the file alone.
+  auto gather_state = [&](at::Tensor t, const std::string& kind) {
+    t = t.contiguous();
+    at::Tensor all = at::empty({s.world.size() * t.numel()}, t.options());
+    if (s.world.size() > 1)
+      s.comm.all_gather(all, t, "rng states");
+    else
+      all.copy_(t.reshape({-1}));
+    for (int r = 0; r < s.world.size(); ++r)
+      c.groups["rng"].emplace_back(fmt::format("{}.rank{}", kind, r), all.narrow(0, r * t.numel(), t.numel()).clone());
+  };
+  gather_state(at::detail::getDefaultCPUGenerator().get_state(), "cpu");
+  if (s.world.device().is_cuda())
+    gather_state(at::globalContext().defaultGenerator(s.world.device()).get_state().to(at::kCPU), "cuda");
+
+  nlohmann::json meta;
+  auto st = s.sampler.state();
+  meta["format"] = 1;
+  meta["kiln_version"] = KILN_VERSION;
+  meta["method"] = s.recipe.method;
+  meta["step"] = s.step;
+  meta["total_steps"] = s.schedule.total();
+  meta["optimizer"] = {{"kind", "adamw"}, {"steps", s.optimizer.steps()}};
+  meta["schedule"] = {{"kind", s.schedule.kind()}, {"lr", s.recipe.train.lr}, {"warmup", s.schedule.warmup()}, {"total", s.schedule.total()}};
+  meta["sampler"] = {{"epoch", st.epoch}, {"position", st.position}};
+  meta["world_size"] = s.world.size();
+  meta["global_batch"] = s.global_batch;
+  meta["micro_batch"] = s.recipe.train.micro_batch;
+  meta["seed"] = s.recipe.train.seed;
+  c.attrs["meta"] = meta.dump();
+  c.attrs["recipe"] = recipe::to_yaml(s.recipe.tree);
+  return c;
+}
+
+void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::string& path) {
+  nlohmann::json meta = nlohmann::json::parse(c.attrs.count("meta") ? c.attrs.at("meta") : "", nullptr, false);
+  if (meta.is_discarded() || !meta.contains("step")) input_error("checkpoint {}: no readable `meta` attribute", path);
+  if (meta.value("method", "") != s.recipe.method)
+    input_error("checkpoint {} was written by method `{}`, this recipe runs `{}`", path, meta.value("method", ""),
+                s.recipe.method);
+  int64_t gb = meta.value("global_batch", int64_t(0));
+  if (gb != s.global_batch)
+    input_error("checkpoint {} was trained with a global batch of {}, this run has {}: set train.global_batch={} to "
+                "continue the same sequence of batches",
+                path, gb, s.global_batch, gb);
+  {
+    at::NoGradGuard ng;
+    std::map<std::string, at::Tensor> w(c.group("weights").begin(), c.group("weights").end());
+    for (auto& [name, p] : s.params) {
+      auto it = w.find(name);
+      if (it == w.end()) input_error("checkpoint {} has no weight `{}` (another LoRA setup or method?)", path, name);
+      if (!it->second.sizes().equals(p.sizes()))
+        input_error("checkpoint {}: weight `{}` has shape [{}], the model needs [{}]", path, name,
+                    fmt::join(it->second.sizes(), ", "), fmt::join(p.sizes(), ", "));
+      p.copy_(it->second);
+    }
+    if (c.groups.count("extra")) {
+      std::map<std::string, at::Tensor> x(c.group("extra").begin(), c.group("extra").end());
+      for (auto& [name, t] : s.task.extra_state()) {
+        auto it = x.find(name);
+        if (it == x.end()) input_error("checkpoint {} has no state `{}`", path, name);
+        t.copy_(it->second);
+      }
+    }
+  }
+  try {
+    s.optimizer.load_state(c.group("optimizer"), meta["optimizer"].value("steps", int64_t(0)));
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("checkpoint {}: {}", path, e.what()));
+  }
+  s.step = meta["step"].get<int64_t>();
+  data::Sampler::State st;
+  st.epoch = meta["sampler"]["epoch"].get<int64_t>();
+  st.position = meta["sampler"]["position"].get<int64_t>();
+  s.sampler.set_state(st);
+
+  int saved_world = meta.value("world_size", 0);
+  if (saved_world == s.world.size()) {
+    std::map<std::string, at::Tensor> rng(c.group("rng").begin(), c.group("rng").end());
+    auto cpu = rng.find(fmt::format("cpu.rank{}", s.world.rank()));
+    // A Generator is a handle: the copy sets the state of the default generator itself.
+    if (cpu != rng.end()) {
+      at::Generator g = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(g.mutex());
+      g.set_state(cpu->second);
+    }
+    auto cuda = rng.find(fmt::format("cuda.rank{}", s.world.rank()));
+    if (s.world.device().is_cuda() && cuda != rng.end()) {
+      at::Generator g = at::globalContext().defaultGenerator(s.world.device());
+      std::lock_guard<std::mutex> lock(g.mutex());
+      g.set_state(cuda->second);
+    }
+  } else {
+    log::warn("resuming on {} ranks from a checkpoint written by {}: weights, optimizer, schedule and the sequence of "
+              "global batches continue; random streams (dropout) restart from the seed",
+              s.world.size(), saved_world);
+    at::manual_seed(uint64_t(s.recipe.train.seed) + uint64_t(s.step) * 1000003u + uint64_t(s.world.rank()));
+  }
+}
+
+std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel::Communicator& comm) {
+  const std::string& mode = r.checkpoint.resume;
+  const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
+  auto pick_newest_good = [&](const std::string& dir, bool fallback) -> std::string {
+    auto all = list_checkpoints(dir);
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      try {
+        read_checkpoint(it->second);
+        return it->second;
+      } catch (const InputError& e) {
+        if (!fallback) throw;
+        log::warn("{}; trying the previous checkpoint", e.what());
+      }
+    }
+    if (!all.empty())
+      input_error("no usable checkpoint in {}: all {} are corrupt (set checkpoint.resume=none to start over)", dir,
+                  all.size());
+    return "";
+  };
+  std::string chosen, error;
+  // Rank 0 chooses (reading every candidate once); the others follow, so all resume from one file.
+  if (comm.rank() == 0) {
+    try {
+      if (mode == "auto") {
+        chosen = pick_newest_good(ckpt_dir, true);
+      } else if (mode == "none") {
+        // a fresh start
+      } else if (fs::is_directory(mode)) {
+        std::string dir = fs::is_directory(fs::path(mode) / "checkpoints") ? (fs::path(mode) / "checkpoints").string() : mode;
+        chosen = pick_newest_good(dir, false);
+        if (chosen.empty()) input_error("checkpoint.resume: no checkpoint in {}", mode);
+      } else {
+        read_checkpoint(mode);  // names the problem: missing, truncated, corrupt
+        chosen = mode;
+      }
+      // A run directory holds one run: starting over in it, or continuing another run's checkpoint
+      // there, would overwrite its checkpoints and logs, and a later `auto` could pick up a stale one.
+      if (mode != "auto") {
+        auto mine = list_checkpoints(ckpt_dir);
+        if (!mine.empty() && (chosen.empty() || !fs::equivalent(fs::path(chosen).parent_path(), ckpt_dir)))
+          input_error("key `checkpoint.resume`: `{}` would start a new run in {}, which holds the checkpoints of an "
+                      "earlier run (newest: step {}); give another checkpoint.run_dir, or remove that directory",
+                      mode, run_dir, mine.back().first);
+      }
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  std::string verdict = parallel::all_gather_bytes(error.empty() ? "+" + chosen : "!" + error, comm)[0];
+  if (verdict[0] == '!') throw InputError(verdict.substr(1));
+  return verdict.substr(1);
 }
 
 }  // namespace kiln::train

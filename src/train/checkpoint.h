@@ -1,4 +1,7 @@
-// Checkpoint files: HDF5, one group per kind of state (weights, optimizer, rng, ...) holding tensors
+// Checkpoints: what a training checkpoint holds and how it goes back in (capture / restore), which
+// one a run resumes from (choose_resume), and the file format below them.
+//
+// Files: HDF5, one group per kind of state (weights, optimizer, rng, ...) holding tensors
 // by name, plus string attributes (JSON metadata, the resolved recipe). A SHA-256 over every
 // tensor's name, dtype, shape and bytes and every attribute is stored in the file and checked on
 // load, so a flipped byte is an error, not a silently different model. Writes go to a temporary
@@ -13,7 +16,22 @@
 #include <utility>
 #include <vector>
 
+namespace kiln {
+struct Recipe;
+namespace data {
+class Sampler;
+}
+namespace parallel {
+class World;
+class Communicator;
+}  // namespace parallel
+}  // namespace kiln
+
 namespace kiln::train {
+
+class Task;
+class Optimizer;
+class Schedule;
 
 using TensorList = std::vector<std::pair<std::string, at::Tensor>>;
 
@@ -37,5 +55,36 @@ std::string checkpoint_name(int64_t step);
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
 // Deletes all but the newest `keep` checkpoints (keep <= 0: delete none).
 void prune_checkpoints(const std::string& dir, int64_t keep);
+
+// The parts of a training run a checkpoint saves and restores (references into the trainer):
+// trainable weights (group `weights`), the optimizer's full state (`optimizer`), the task's extra
+// state (`extra`), every rank's RNG states (`rng`), and as JSON (`meta`): step, schedule, sampler
+// position, world size, batch sizes, seed; the resolved recipe (`recipe`).
+struct TrainingState {
+  const Recipe& recipe;
+  Task& task;
+  parallel::World& world;
+  parallel::Communicator& comm;
+  const TensorList& params;
+  Optimizer& optimizer;
+  data::Sampler& sampler;
+  const Schedule& schedule;
+  int64_t& step;
+  int64_t global_batch;
+};
+
+// Collective (RNG states and a sharded optimizer's state are gathered); the result is complete on
+// rank 0.
+CheckpointFile capture_checkpoint(TrainingState& s);
+// Every rank, with the file every rank read. InputError naming the file when it belongs to another
+// method, global batch or parameter set. The optimizer load is collective for a sharded optimizer.
+void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::string& path);
+
+// The checkpoint `checkpoint.resume` names ("" for a fresh start). auto: the newest in
+// <run_dir>/checkpoints that verifies, skipping (with a warning) corrupt ones; a file; a run or
+// checkpoints directory. A run directory holds one run: resume=none (or another run's checkpoint)
+// where checkpoints exist is refused. Collective: rank 0 chooses, every rank gets its choice or its
+// InputError.
+std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel::Communicator& comm);
 
 }  // namespace kiln::train

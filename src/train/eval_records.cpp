@@ -1,22 +1,54 @@
 #include "train/eval_records.h"
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
 #include "core/error.h"
+#include "parallel/communicator.h"
 
 namespace kiln::train {
 
+namespace {
+template <typename M>
+const typename M::mapped_type& column_of(const M& m, const std::string& name) {
+  static const typename M::mapped_type empty;
+  auto it = m.find(name);
+  return it == m.end() ? empty : it->second;
+}
+
+template <typename M>
+void append_columns(M& a, const M& b) {
+  for (auto& [name, col] : b) {
+    auto& dst = a[name];
+    dst.insert(dst.end(), col.begin(), col.end());
+  }
+}
+
+template <typename M>
+void sort_columns(M& m, const std::vector<size_t>& perm) {
+  for (auto& [name, v] : m) {
+    KILN_CHECK(v.size() == perm.size(), "eval records: column `{}` has {} entries for {} examples", name, v.size(),
+               perm.size());
+    std::remove_reference_t<decltype(v)> out;
+    out.reserve(v.size());
+    for (size_t i : perm) out.push_back(std::move(v[i]));
+    v = std::move(out);
+  }
+}
+}  // namespace
+
+const std::vector<int64_t>& EvalRecords::ints_of(const std::string& n) const { return column_of(ints, n); }
+const std::vector<double>& EvalRecords::reals_of(const std::string& n) const { return column_of(reals, n); }
+const std::vector<std::vector<int32_t>>& EvalRecords::seqs_of(const std::string& n) const { return column_of(seqs, n); }
+const std::vector<std::string>& EvalRecords::texts_of(const std::string& n) const { return column_of(texts, n); }
+
 void EvalRecords::append(const EvalRecords& o) {
-  auto cat = [](auto& a, const auto& b) { a.insert(a.end(), b.begin(), b.end()); };
-  cat(example, o.example);
-  cat(pred, o.pred);
-  cat(gold, o.gold);
-  cat(score, o.score);
-  cat(pred_seq, o.pred_seq);
-  cat(gold_seq, o.gold_seq);
-  cat(pred_text, o.pred_text);
-  cat(gold_text, o.gold_text);
+  example.insert(example.end(), o.example.begin(), o.example.end());
+  append_columns(ints, o.ints);
+  append_columns(reals, o.reals);
+  append_columns(seqs, o.seqs);
+  append_columns(texts, o.texts);
   loss_sum += o.loss_sum;
   loss_count += o.loss_count;
 }
@@ -25,23 +57,14 @@ void EvalRecords::sort_by_example() {
   std::vector<size_t> perm(example.size());
   std::iota(perm.begin(), perm.end(), size_t(0));
   std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return example[a] < example[b]; });
-  auto apply = [&](auto& v, const char* what) {
-    if (v.empty()) return;
-    KILN_CHECK(v.size() == perm.size(), "eval records: {} has {} entries for {} examples", what, v.size(),
-               perm.size());
-    std::remove_reference_t<decltype(v)> out;
-    out.reserve(v.size());
-    for (size_t i : perm) out.push_back(std::move(v[i]));
-    v = std::move(out);
-  };
-  apply(pred, "pred");
-  apply(gold, "gold");
-  apply(score, "score");
-  apply(pred_seq, "pred_seq");
-  apply(gold_seq, "gold_seq");
-  apply(pred_text, "pred_text");
-  apply(gold_text, "gold_text");
-  apply(example, "example");
+  sort_columns(ints, perm);
+  sort_columns(reals, perm);
+  sort_columns(seqs, perm);
+  sort_columns(texts, perm);
+  std::vector<int64_t> ex;
+  ex.reserve(example.size());
+  for (size_t i : perm) ex.push_back(example[i]);
+  example = std::move(ex);
 }
 
 namespace {
@@ -94,16 +117,21 @@ struct Reader {
 std::string EvalRecords::serialize() const {
   Writer w;
   w.vec(example);
-  w.vec(pred);
-  w.vec(gold);
-  w.vec(score);
-  for (auto* seqs : {&pred_seq, &gold_seq}) {
-    w.pod(uint64_t(seqs->size()));
-    for (auto& s : *seqs) w.vec(s);
+  w.pod(uint64_t(ints.size()));
+  for (auto& [n, v] : ints) w.str(n), w.vec(v);
+  w.pod(uint64_t(reals.size()));
+  for (auto& [n, v] : reals) w.str(n), w.vec(v);
+  w.pod(uint64_t(seqs.size()));
+  for (auto& [n, v] : seqs) {
+    w.str(n);
+    w.pod(uint64_t(v.size()));
+    for (auto& s : v) w.vec(s);
   }
-  for (auto* texts : {&pred_text, &gold_text}) {
-    w.pod(uint64_t(texts->size()));
-    for (auto& s : *texts) w.str(s);
+  w.pod(uint64_t(texts.size()));
+  for (auto& [n, v] : texts) {
+    w.str(n);
+    w.pod(uint64_t(v.size()));
+    for (auto& s : v) w.str(s);
   }
   w.pod(loss_sum);
   w.pod(loss_count);
@@ -114,21 +142,33 @@ EvalRecords EvalRecords::deserialize(const std::string& bytes) {
   Reader r{bytes};
   EvalRecords e;
   e.example = r.vec<int64_t>();
-  e.pred = r.vec<int64_t>();
-  e.gold = r.vec<int64_t>();
-  e.score = r.vec<double>();
-  for (auto* seqs : {&e.pred_seq, &e.gold_seq}) {
-    auto n = size_t(r.pod<uint64_t>());
-    for (size_t i = 0; i < n; ++i) seqs->push_back(r.vec<int32_t>());
+  for (size_t k = 0, n = size_t(r.pod<uint64_t>()); k < n; ++k) {
+    std::string name = r.str();
+    e.ints[name] = r.vec<int64_t>();
   }
-  for (auto* texts : {&e.pred_text, &e.gold_text}) {
-    auto n = size_t(r.pod<uint64_t>());
-    for (size_t i = 0; i < n; ++i) texts->push_back(r.str());
+  for (size_t k = 0, n = size_t(r.pod<uint64_t>()); k < n; ++k) {
+    std::string name = r.str();
+    e.reals[name] = r.vec<double>();
+  }
+  for (size_t k = 0, n = size_t(r.pod<uint64_t>()); k < n; ++k) {
+    auto& col = e.seqs[r.str()];
+    for (size_t i = 0, m = size_t(r.pod<uint64_t>()); i < m; ++i) col.push_back(r.vec<int32_t>());
+  }
+  for (size_t k = 0, n = size_t(r.pod<uint64_t>()); k < n; ++k) {
+    auto& col = e.texts[r.str()];
+    for (size_t i = 0, m = size_t(r.pod<uint64_t>()); i < m; ++i) col.push_back(r.str());
   }
   e.loss_sum = r.pod<double>();
   e.loss_count = r.pod<int64_t>();
   KILN_CHECK(r.pos == bytes.size(), "eval records: {} trailing bytes", bytes.size() - r.pos);
   return e;
+}
+
+EvalRecords gather_records(const EvalRecords& mine, parallel::Communicator& comm) {
+  EvalRecords all;
+  for (auto& p : parallel::all_gather_bytes(mine.serialize(), comm)) all.append(EvalRecords::deserialize(p));
+  all.sort_by_example();
+  return all;
 }
 
 }  // namespace kiln::train

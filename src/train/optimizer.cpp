@@ -7,8 +7,42 @@
 
 namespace kiln::train {
 
-AdamW::AdamW(std::vector<Param> params, double beta1, double beta2, double eps, double weight_decay)
-    : params_(std::move(params)), b1_(beta1), b2_(beta2), eps_(eps), wd_(weight_decay) {
+double clip_coefficient(double norm, double max_grad_norm) {
+  if (max_grad_norm <= 0 || !std::isfinite(norm)) return 1.0;
+  return std::min(1.0, max_grad_norm / (norm + 1e-6));
+}
+
+double sum_of_squares(const std::vector<at::Tensor>& tensors) {
+  double sq = 0;
+  for (auto& t : tensors) sq += t.to(at::kDouble).pow(2).sum().item<double>();
+  return sq;
+}
+
+void adamw_update(at::Tensor& p, const at::Tensor& g, at::Tensor& m, at::Tensor& v, double lr, int64_t t,
+                  const AdamWOptions& o) {
+  const double bc1 = 1 - std::pow(o.beta1, double(t));
+  const double bc2_sqrt = std::sqrt(1 - std::pow(o.beta2, double(t)));
+  m.mul_(o.beta1).add_(g, 1 - o.beta1);
+  v.mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
+  at::Tensor denom = (v.sqrt() / bc2_sqrt).add_(o.eps);
+  p.addcdiv_(m, denom, -(lr / bc1));
+}
+
+void check_adamw_state(const std::map<std::string, at::Tensor>& by_name, const std::vector<std::string>& names,
+                       const std::vector<at::IntArrayRef>& shapes) {
+  for (size_t i = 0; i < names.size(); ++i)
+    for (const char* suffix : {"|exp_avg", "|exp_avg_sq"}) {
+      auto it = by_name.find(names[i] + suffix);
+      if (it == by_name.end())
+        input_error("checkpoint has no optimizer state `{}{}`: was it written by another method or LoRA setup?",
+                    names[i], suffix);
+      if (!it->second.sizes().equals(shapes[i]))
+        input_error("checkpoint optimizer state `{}{}` has shape {}, the model needs {}", names[i], suffix,
+                    fmt::join(it->second.sizes(), "x"), fmt::join(shapes[i], "x"));
+    }
+}
+
+AdamW::AdamW(std::vector<Param> params, const AdamWOptions& o) : params_(std::move(params)), o_(o) {
   for (auto& p : params_) {
     // State in float32 even for 16-bit parameters: the moments of bf16 weights lose too much otherwise.
     auto opts = p.p.options().dtype(p.p.is_floating_point() && p.p.element_size() < 4 ? at::kFloat : p.p.scalar_type());
@@ -17,25 +51,27 @@ AdamW::AdamW(std::vector<Param> params, double beta1, double beta2, double eps, 
   }
 }
 
-void AdamW::step(double lr) {
-  ++t_;
+double AdamW::step(double lr, double max_grad_norm) {
   at::NoGradGuard no_grad;
-  const double bc1 = 1 - std::pow(b1_, double(t_));
-  const double bc2_sqrt = std::sqrt(1 - std::pow(b2_, double(t_)));
-  const double step_size = lr / bc1;
+  std::vector<at::Tensor> grads;
+  for (auto& p : params_)
+    if (p.p.grad().defined()) grads.push_back(p.p.grad());
+  const double norm = std::sqrt(sum_of_squares(grads));
+  const double coef = clip_coefficient(norm, max_grad_norm);
+  if (coef < 1)
+    for (auto& g : grads) g.mul_(coef);
+  ++t_;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor p = params_[i].p;
     at::Tensor g = p.grad();
     if (!g.defined()) continue;  // a parameter that took no part in this step's loss
     at::Tensor pf = p.scalar_type() == m_[i].scalar_type() ? p : p.to(m_[i].scalar_type());
     g = g.to(m_[i].scalar_type());
-    if (params_[i].decay && wd_ != 0) pf.mul_(1 - lr * wd_);
-    m_[i].mul_(b1_).add_(g, 1 - b1_);
-    v_[i].mul_(b2_).addcmul_(g, g, 1 - b2_);
-    at::Tensor denom = (v_[i].sqrt() / bc2_sqrt).add_(eps_);
-    pf.addcdiv_(m_[i], denom, -step_size);
+    if (params_[i].decay && o_.weight_decay != 0) pf.mul_(1 - lr * o_.weight_decay);
+    adamw_update(pf, g, m_[i], v_[i], lr, t_, o_);
     if (!pf.is_same(p)) p.copy_(pf);
   }
+  return norm;
 }
 
 TensorList AdamW::state() {
@@ -49,18 +85,14 @@ TensorList AdamW::state() {
 
 void AdamW::load_state(const TensorList& state, int64_t steps) {
   std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
+  std::vector<std::string> names;
+  std::vector<at::IntArrayRef> shapes;
+  for (auto& p : params_) names.push_back(p.name), shapes.push_back(p.p.sizes());
+  check_adamw_state(by_name, names, shapes);
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
-    for (auto [suffix, dst] : {std::pair<const char*, at::Tensor*>{"|exp_avg", &m_[i]}, {"|exp_avg_sq", &v_[i]}}) {
-      auto it = by_name.find(params_[i].name + suffix);
-      if (it == by_name.end())
-        input_error("checkpoint has no optimizer state `{}{}`: was it written by another method or LoRA setup?",
-                    params_[i].name, suffix);
-      if (!it->second.sizes().equals(dst->sizes()))
-        input_error("checkpoint optimizer state `{}{}` has shape {}, the model needs {}", params_[i].name, suffix,
-                    fmt::join(it->second.sizes(), "x"), fmt::join(dst->sizes(), "x"));
-      dst->copy_(it->second);
-    }
+    m_[i].copy_(by_name.at(params_[i].name + "|exp_avg"));
+    v_[i].copy_(by_name.at(params_[i].name + "|exp_avg_sq"));
   }
   t_ = steps;
 }

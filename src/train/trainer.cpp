@@ -14,12 +14,12 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
-#include "dist/communicator.h"
-#include "dist/grad_sync.h"
-#include "dist/zero1.h"
-#include "dist/world.h"
-#include "methods/task.h"
+#include "parallel/communicator.h"
+#include "parallel/grad_sync.h"
+#include "parallel/world.h"
 #include "train/optimizer.h"
+#include "train/task.h"
+#include "train/zero1.h"
 #include "train/run_log.h"
 #include "train/schedule.h"
 #include "train/signals.h"
@@ -31,7 +31,6 @@
 namespace kiln::train {
 
 namespace fs = std::filesystem;
-using methods::Split;
 
 std::string run_dir_of(const Recipe& r) {
   if (!r.checkpoint.run_dir.empty()) return r.checkpoint.run_dir;
@@ -93,7 +92,7 @@ std::string metrics_line(const std::map<std::string, double>& metrics) {
 
 }  // namespace
 
-Trainer::Trainer(const Recipe& recipe, methods::Task& task, dist::World& world, dist::Communicator& comm)
+Trainer::Trainer(const Recipe& recipe, Task& task, parallel::World& world, parallel::Communicator& comm)
     : recipe_(recipe), task_(task), world_(world), comm_(comm) {
   const TrainConfig& t = recipe.train;
   run_dir_ = run_dir_of(recipe);
@@ -136,57 +135,30 @@ void Trainer::setup_optimizer() {
   const TrainConfig& t = recipe_.train;
   std::vector<at::Tensor> tensors;
   std::vector<bool> decay;
+  std::vector<std::string> names;
   for (auto& [name, p] : params_) {
     tensors.push_back(p);
     decay.push_back(task_.decays(name, p));
+    names.push_back(name);
   }
+  AdamWOptions o;
+  o.lr = t.lr;
+  o.beta1 = t.adam_beta1;
+  o.beta2 = t.adam_beta2;
+  o.eps = t.adam_eps;
+  o.weight_decay = t.weight_decay;
   // Bucketed all-reduce overlapped with backward; Sum, since every rank's loss is already divided
   // by the global target count. With dist.zero1 the buckets are reduce-scattered into shards that
-  // Zero1AdamW steps (same arithmetic as AdamW below, 1/N of the state per rank).
-  if (world_.size() > 1) sync_ = std::make_unique<dist::GradSync>(tensors, comm_, recipe_.dist, dist::ReduceOp::Sum);
+  // Zero1AdamW steps (AdamW's arithmetic on 1/N of the state per rank).
+  if (world_.size() > 1)
+    sync_ = std::make_unique<parallel::GradSync>(tensors, comm_, recipe_.dist, parallel::ReduceOp::Sum);
   if (recipe_.dist.zero1 && world_.size() > 1) {
-    dist::AdamWOptions o;
-    o.lr = t.lr;
-    o.beta1 = t.adam_beta1;
-    o.beta2 = t.adam_beta2;
-    o.eps = t.adam_eps;
-    o.weight_decay = t.weight_decay;
-    zero_ = std::make_unique<dist::Zero1AdamW>(*sync_, decay, o);
+    opt_ = std::make_unique<Zero1AdamW>(*sync_, decay, o, names);
     return;
   }
   std::vector<AdamW::Param> ps;
   for (size_t i = 0; i < params_.size(); ++i) ps.push_back({params_[i].first, params_[i].second, decay[i]});
-  opt_ = std::make_unique<AdamW>(std::move(ps), t.adam_beta1, t.adam_beta2, t.adam_eps, t.weight_decay);
-}
-
-int64_t Trainer::optimizer_steps() const { return zero_ ? zero_->steps() : opt_->steps(); }
-
-TensorList Trainer::optimizer_state() {
-  if (!zero_) return opt_->state();
-  dist::AdamWState st = zero_->gather_state();  // collective; the full state lands on rank 0
-  TensorList out;
-  for (size_t i = 0; i < st.exp_avg.size(); ++i) {
-    out.emplace_back(params_[i].first + "|exp_avg", st.exp_avg[i]);
-    out.emplace_back(params_[i].first + "|exp_avg_sq", st.exp_avg_sq[i]);
-  }
-  return out;
-}
-
-void Trainer::load_optimizer_state(const TensorList& state, int64_t steps, const std::string& path) {
-  if (!zero_) return opt_->load_state(state, steps);
-  std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
-  dist::AdamWState st;
-  st.step = steps;
-  for (auto& [name, p] : params_) {
-    for (auto [suffix, dst] : {std::pair<const char*, std::vector<at::Tensor>*>{"|exp_avg", &st.exp_avg},
-                               {"|exp_avg_sq", &st.exp_avg_sq}}) {
-      auto it = by_name.find(name + suffix);
-      if (it == by_name.end() || !it->second.sizes().equals(p.sizes()))
-        input_error("checkpoint {}: optimizer state `{}{}` is missing or has another shape", path, name, suffix);
-      dst->push_back(it->second.to(at::kFloat));
-    }
-  }
-  zero_->load_state(st);
+  opt_ = std::make_unique<AdamW>(std::move(ps), o);
 }
 
 std::vector<at::Tensor> Trainer::grads() {
@@ -197,21 +169,6 @@ std::vector<at::Tensor> Trainer::grads() {
     g.push_back(p.grad());
   }
   return g;
-}
-
-double Trainer::clip_gradients() {
-  at::NoGradGuard ng;
-  double sq = 0;
-  for (auto& t : grads()) sq += t.to(at::kDouble).pow(2).sum().item<double>();
-  double norm = std::sqrt(sq);
-  double max = recipe_.train.max_grad_norm;
-  // torch.nn.utils.clip_grad_norm_: scale by max/(norm + 1e-6) when that is below 1.
-  if (max > 0 && std::isfinite(norm)) {
-    double coef = max / (norm + 1e-6);
-    if (coef < 1)
-      for (auto& t : grads()) t.mul_(coef);
-  }
-  return norm;
 }
 
 double Trainer::train_step() {
@@ -227,7 +184,7 @@ double Trainer::train_step() {
     local_targets += task_.targets(batches.back());
   }
   at::Tensor count = scalar_tensor({double(local_targets)});
-  comm_.all_reduce(count, dist::ReduceOp::Sum, "target count");
+  comm_.all_reduce(count, parallel::ReduceOp::Sum, "target count");
   const double global_targets = count.item<double>();
 
   task_.set_training(true);
@@ -238,7 +195,7 @@ double Trainer::train_step() {
     const data::Batch& batch = batches[k];
     // Only the last micro-batch of this rank communicates; the others accumulate .grad locally.
     if (sync_) sync_->set_sync(k + 1 == batches.size());
-    methods::LossSum ls;
+    LossSum ls;
     {
       Autocast ac(recipe_.train.precision == "bf16", world_.device());
       ls = task_.loss(batch);
@@ -261,12 +218,8 @@ double Trainer::train_step() {
     }
     if (sync_) sync_->finish();
     last_lr_ = schedule_->lr(step_);
-    if (zero_) {
-      last_grad_norm_ = zero_->step(last_lr_, recipe_.train.max_grad_norm);
-    } else {
-      last_grad_norm_ = clip_gradients();
-      opt_->step(last_lr_);
-    }
+    if (!sync_ || !sync_->sharded()) grads();  // a parameter the step's loss never reached steps with a zero gradient
+    last_grad_norm_ = opt_->step(last_lr_, recipe_.train.max_grad_norm);
   } else {
     last_lr_ = schedule_->lr(step_);
     log::warn("step {}: no targets in the whole global batch; the step is skipped", step_ + 1);
@@ -275,36 +228,10 @@ double Trainer::train_step() {
 
   // Loss, tokens and the stop flag travel together: one small all-reduce per step.
   at::Tensor stats = scalar_tensor({loss_sum, double(tokens), StopSignals::requested() ? 1.0 : 0.0});
-  comm_.all_reduce(stats, dist::ReduceOp::Sum, "step stats");
+  comm_.all_reduce(stats, parallel::ReduceOp::Sum, "step stats");
   last_tokens_ = int64_t(stats[1].item<double>());
   stop_ = stats[2].item<double>() > 0;
   return global_targets > 0 ? stats[0].item<double>() / global_targets : 0.0;
-}
-
-std::vector<std::string> all_gather_bytes(const std::string& mine, dist::Communicator& comm) {
-  const int n = comm.size();
-  if (n == 1) return {mine};
-  auto i64 = at::TensorOptions().dtype(at::kLong);
-  at::Tensor len = at::full({1}, int64_t(mine.size()), i64);
-  at::Tensor lens = at::empty({n}, i64);
-  comm.all_gather(lens, len, "gather sizes");
-  int64_t max = lens.max().item<int64_t>();
-  at::Tensor buf = at::zeros({std::max<int64_t>(max, 1)}, at::TensorOptions().dtype(at::kByte));
-  if (!mine.empty()) std::memcpy(buf.data_ptr(), mine.data(), mine.size());
-  at::Tensor out = at::empty({n * buf.numel()}, buf.options());
-  comm.all_gather(out, buf, "gather bytes");
-  std::vector<std::string> all(static_cast<size_t>(n));
-  for (int r = 0; r < n; ++r)
-    all[size_t(r)].assign(reinterpret_cast<const char*>(out.data_ptr<uint8_t>()) + r * buf.numel(),
-                          size_t(lens[r].item<int64_t>()));
-  return all;
-}
-
-EvalRecords gather_records(const EvalRecords& mine, dist::Communicator& comm) {
-  EvalRecords all;
-  for (auto& p : all_gather_bytes(mine.serialize(), comm)) all.append(EvalRecords::deserialize(p));
-  all.sort_by_example();
-  return all;
 }
 
 std::map<std::string, double> Trainer::evaluate() {
@@ -323,7 +250,7 @@ std::map<std::string, double> Trainer::evaluate() {
       std::vector<int64_t> idx;
       for (int64_t i = b; i < std::min(end, b + micro); ++i) idx.push_back(i);
       data::Batch batch = task_.collate(Split::eval, idx);
-      methods::LossSum ls;
+      LossSum ls;
       {
         Autocast ac(recipe_.train.precision == "bf16", world_.device());
         ls = task_.evaluate(batch, mine);
@@ -342,48 +269,10 @@ std::map<std::string, double> Trainer::evaluate() {
 
 // ---- checkpoints ----
 
-CheckpointFile Trainer::make_checkpoint() {
-  CheckpointFile c;
-  for (auto& [name, p] : params_) c.groups["weights"].emplace_back(name, p.detach().to(at::kCPU).clone());
-  for (auto& [name, t] : optimizer_state()) c.groups["optimizer"].emplace_back(name, t.to(at::kCPU).clone());
-  for (auto& [name, t] : task_.extra_state()) c.groups["extra"].emplace_back(name, t.detach().to(at::kCPU).clone());
-  // RNG states of every rank (dropout masks): gathered, since rank 0 writes the file alone.
-  auto gather_state = [&](at::Tensor s, const std::string& kind) {
-    s = s.contiguous();
-    at::Tensor all = at::empty({world_.size() * s.numel()}, s.options());
-    if (world_.size() > 1)
-      comm_.all_gather(all, s, "rng states");
-    else
-      all.copy_(s.reshape({-1}));
-    for (int r = 0; r < world_.size(); ++r)
-      c.groups["rng"].emplace_back(fmt::format("{}.rank{}", kind, r), all.narrow(0, r * s.numel(), s.numel()).clone());
-  };
-  gather_state(at::detail::getDefaultCPUGenerator().get_state(), "cpu");
-  if (world_.device().is_cuda())
-    gather_state(at::globalContext().defaultGenerator(world_.device()).get_state().to(at::kCPU), "cuda");
-
-  nlohmann::json meta;
-  auto st = sampler_->state();
-  meta["format"] = 1;
-  meta["kiln_version"] = KILN_VERSION;
-  meta["method"] = recipe_.method;
-  meta["step"] = step_;
-  meta["total_steps"] = total_steps_;
-  meta["optimizer"] = {{"kind", "adamw"}, {"steps", optimizer_steps()}};
-  meta["schedule"] = {{"kind", schedule_->kind()}, {"lr", recipe_.train.lr}, {"warmup", warmup_}, {"total", total_steps_}};
-  meta["sampler"] = {{"epoch", st.epoch}, {"position", st.position}};
-  meta["world_size"] = world_.size();
-  meta["global_batch"] = global_batch_;
-  meta["micro_batch"] = recipe_.train.micro_batch;
-  meta["seed"] = recipe_.train.seed;
-  c.attrs["meta"] = meta.dump();
-  c.attrs["recipe"] = recipe::to_yaml(recipe_.tree);
-  return c;
-}
-
 void Trainer::save_checkpoint(const std::string& path) {
   comm_.set_context(step_, "checkpoint");
-  CheckpointFile c = make_checkpoint();
+  TrainingState st = state();
+  CheckpointFile c = capture_checkpoint(st);
   if (world_.is_root()) {
     write_checkpoint(path, c);
     prune_checkpoints(fs::path(path).parent_path().string(), recipe_.checkpoint.keep);
@@ -393,120 +282,17 @@ void Trainer::save_checkpoint(const std::string& path) {
   comm_.barrier("checkpoint written");
 }
 
+TrainingState Trainer::state() {
+  return TrainingState{recipe_, task_, world_, comm_, params_, *opt_, *sampler_, *schedule_, step_, global_batch_};
+}
+
 void Trainer::load_checkpoint(const std::string& path) {
   CheckpointFile c = read_checkpoint(path);
-  nlohmann::json meta = nlohmann::json::parse(c.attrs.count("meta") ? c.attrs.at("meta") : "", nullptr, false);
-  if (meta.is_discarded() || !meta.contains("step")) input_error("checkpoint {}: no readable `meta` attribute", path);
-  if (meta.value("method", "") != recipe_.method)
-    input_error("checkpoint {} was written by method `{}`, this recipe runs `{}`", path, meta.value("method", ""),
-                recipe_.method);
-  int64_t gb = meta.value("global_batch", int64_t(0));
-  if (gb != global_batch_)
-    input_error("checkpoint {} was trained with a global batch of {}, this run has {}: set train.global_batch={} to "
-                "continue the same sequence of batches",
-                path, gb, global_batch_, gb);
-  {
-    at::NoGradGuard ng;
-    std::map<std::string, at::Tensor> w(c.group("weights").begin(), c.group("weights").end());
-    for (auto& [name, p] : params_) {
-      auto it = w.find(name);
-      if (it == w.end()) input_error("checkpoint {} has no weight `{}` (another LoRA setup or method?)", path, name);
-      if (!it->second.sizes().equals(p.sizes()))
-        input_error("checkpoint {}: weight `{}` has shape [{}], the model needs [{}]", path, name,
-                    fmt::join(it->second.sizes(), ", "), fmt::join(p.sizes(), ", "));
-      p.copy_(it->second);
-    }
-    if (c.groups.count("extra")) {
-      std::map<std::string, at::Tensor> x(c.group("extra").begin(), c.group("extra").end());
-      for (auto& [name, t] : task_.extra_state()) {
-        auto it = x.find(name);
-        if (it == x.end()) input_error("checkpoint {} has no state `{}`", path, name);
-        t.copy_(it->second);
-      }
-    }
-  }
-  load_optimizer_state(c.group("optimizer"), meta["optimizer"].value("steps", int64_t(0)), path);
-  step_ = meta["step"].get<int64_t>();
-  data::Sampler::State st;
-  st.epoch = meta["sampler"]["epoch"].get<int64_t>();
-  st.position = meta["sampler"]["position"].get<int64_t>();
-  sampler_->set_state(st);
-
-  int saved_world = meta.value("world_size", 0);
-  if (saved_world == world_.size()) {
-    std::map<std::string, at::Tensor> rng(c.group("rng").begin(), c.group("rng").end());
-    auto cpu = rng.find(fmt::format("cpu.rank{}", world_.rank()));
-    // A Generator is a handle: the copy sets the state of the default generator itself.
-    if (cpu != rng.end()) {
-      at::Generator g = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(g.mutex());
-      g.set_state(cpu->second);
-    }
-    auto cuda = rng.find(fmt::format("cuda.rank{}", world_.rank()));
-    if (world_.device().is_cuda() && cuda != rng.end()) {
-      at::Generator g = at::globalContext().defaultGenerator(world_.device());
-      std::lock_guard<std::mutex> lock(g.mutex());
-      g.set_state(cuda->second);
-    }
-  } else {
-    log::warn("resuming on {} ranks from a checkpoint written by {}: weights, optimizer, schedule and the sequence of "
-              "global batches continue; random streams (dropout) restart from the seed",
-              world_.size(), saved_world);
-    at::manual_seed(uint64_t(recipe_.train.seed) + uint64_t(step_) * 1000003u + uint64_t(world_.rank()));
-  }
+  TrainingState st = state();
+  restore_checkpoint(st, c, path);
 }
 
-std::string Trainer::resume_path() {
-  const std::string& mode = recipe_.checkpoint.resume;
-  auto pick_newest_good = [&](const std::string& dir, bool fallback) -> std::string {
-    auto all = list_checkpoints(dir);
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {
-      try {
-        read_checkpoint(it->second);
-        return it->second;
-      } catch (const InputError& e) {
-        if (!fallback) throw;
-        log::warn("{}; trying the previous checkpoint", e.what());
-      }
-    }
-    if (!all.empty())
-      input_error("no usable checkpoint in {}: all {} are corrupt (set checkpoint.resume=none to start over)", dir,
-                  all.size());
-    return "";
-  };
-  std::string chosen, error;
-  // Rank 0 chooses (reading every candidate once); the others follow, so all resume from one file.
-  if (world_.is_root()) {
-    try {
-      if (mode == "auto") {
-        chosen = pick_newest_good(ckpt_dir_, true);
-      } else if (mode == "none") {
-        // a fresh start
-      } else if (fs::is_directory(mode)) {
-        std::string dir = fs::is_directory(fs::path(mode) / "checkpoints") ? (fs::path(mode) / "checkpoints").string() : mode;
-        chosen = pick_newest_good(dir, false);
-        if (chosen.empty()) input_error("checkpoint.resume: no checkpoint in {}", mode);
-      } else {
-        read_checkpoint(mode);  // names the problem: missing, truncated, corrupt
-        chosen = mode;
-      }
-      // A run directory holds one run: starting over in it, or continuing another run's checkpoint
-      // there, would overwrite its checkpoints and logs, and a later `auto` could pick up a stale one.
-      if (mode != "auto") {
-        auto mine = list_checkpoints(ckpt_dir_);
-        if (!mine.empty() && (chosen.empty() || !fs::equivalent(fs::path(chosen).parent_path(), ckpt_dir_)))
-          input_error("key `checkpoint.resume`: `{}` would start a new run in {}, which holds the checkpoints of an "
-                      "earlier run (newest: step {}); give another checkpoint.run_dir, or remove that directory",
-                      mode, run_dir_, mine.back().first);
-      }
-    } catch (const InputError& e) {
-      error = e.what();
-    }
-  }
-  std::string verdict = all_gather_bytes(error.empty() ? "+" + chosen : "!" + error, comm_)[0];
-  if (verdict[0] == '!') throw InputError(verdict.substr(1));
-  return verdict.substr(1);
-}
+std::string Trainer::resume_path() { return choose_resume(recipe_, run_dir_, comm_); }
 
 void Trainer::write_recipe() {
   if (!world_.is_root()) return;

@@ -1,4 +1,4 @@
-// The training loop, generic over a methods::Task. One step (see Trainer::train_step):
+// The training loop, generic over a Task. One step (see Trainer::train_step):
 //   sampler -> this rank's slice of the global batch -> micro-batches -> all-reduce the step's target
 //   count -> per micro-batch forward + backward of (loss sum / global targets) -> gradient sum over
 //   ranks -> global-norm clipping -> AdamW at the scheduled learning rate -> stop flag and loss
@@ -16,21 +16,18 @@
 #include "train/checkpoint.h"
 #include "train/eval_records.h"
 
-namespace kiln::methods {
-class Task;
-}
-namespace kiln::dist {
+namespace kiln::parallel {
 class World;
 class Communicator;
 class GradSync;
-class Zero1AdamW;
-}  // namespace kiln::dist
+}  // namespace kiln::parallel
 
 namespace kiln::train {
 
 class Optimizer;
 class RunLog;
 class Schedule;
+class Task;
 
 struct FitResult {
   int64_t step = 0;                       // optimizer steps done (including those before a resume)
@@ -42,18 +39,13 @@ struct FitResult {
   std::string last_checkpoint;
 };
 
-// Every rank's records, concatenated and sorted by example index, on every rank. Collective.
-EvalRecords gather_records(const EvalRecords& mine, dist::Communicator& comm);
-// Every rank's bytes, on every rank (all[r] from rank r). Collective.
-std::vector<std::string> all_gather_bytes(const std::string& mine, dist::Communicator& comm);
-
 // The run directory (docs/train.md): recipe.yaml, metrics.jsonl, tb/, checkpoints/, adapter/, results.json.
 std::string run_dir_of(const Recipe& r);
 
 class Trainer {
  public:
   // The task must be built. `comm` carries gradients, counts and gathers.
-  Trainer(const Recipe& recipe, methods::Task& task, dist::World& world, dist::Communicator& comm);
+  Trainer(const Recipe& recipe, Task& task, parallel::World& world, parallel::Communicator& comm);
   ~Trainer();
 
   FitResult fit();
@@ -65,8 +57,7 @@ class Trainer {
 
   void save_checkpoint(const std::string& path);  // collective; rank 0 writes
   void load_checkpoint(const std::string& path);  // every rank reads
-  // The checkpoint `checkpoint.resume` names: "" for none. auto: the newest that verifies, skipping
-  // (with a warning) corrupt ones. Collective: rank 0 chooses.
+  // The checkpoint `checkpoint.resume` names ("" for none): choose_resume (train/checkpoint.h).
   std::string resume_path();
 
   int64_t step() const { return step_; }
@@ -78,28 +69,23 @@ class Trainer {
   double train_step();
   void setup_optimizer();
   std::vector<at::Tensor> grads();
-  double clip_gradients();
   void write_recipe();
-  CheckpointFile make_checkpoint();
+  TrainingState state();
   std::string results_table(const std::map<std::string, double>& eval, double seconds, int64_t resumed_from) const;
 
   const Recipe& recipe_;
-  methods::Task& task_;
-  dist::World& world_;
-  dist::Communicator& comm_;
+  Task& task_;
+  parallel::World& world_;
+  parallel::Communicator& comm_;
   std::string run_dir_, ckpt_dir_;
   int64_t global_batch_ = 0, accum_ = 1, total_steps_ = 0, warmup_ = 0, step_ = 0;
   std::vector<std::pair<std::string, at::Tensor>> params_;
-  std::unique_ptr<dist::GradSync> sync_;   // more than one rank
-  std::unique_ptr<Optimizer> opt_;         // replicated AdamW, or
-  std::unique_ptr<dist::Zero1AdamW> zero_; // dist.zero1 on more than one rank
+  std::unique_ptr<parallel::GradSync> sync_;   // more than one rank
+  std::unique_ptr<Optimizer> opt_;         // AdamW, or Zero1AdamW with dist.zero1 on more than one rank
   std::unique_ptr<Schedule> schedule_;
   std::unique_ptr<data::Sampler> sampler_;
   std::unique_ptr<RunLog> log_;
   EvalRecords records_;
-  int64_t optimizer_steps() const;
-  TensorList optimizer_state();
-  void load_optimizer_state(const TensorList& state, int64_t steps, const std::string& path);
   double last_grad_norm_ = 0, last_lr_ = 0;
   int64_t last_tokens_ = 0;
   bool stop_ = false;

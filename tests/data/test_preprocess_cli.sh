@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `kiln preprocess` end to end: 1 rank and 2 ranks (mpirun) write byte-identical stores; bad input
-# exits 2 with file:line. Needs KILN_BIN, KILN_SHARED_DIR, KILN_MPIRUN (set by ctest).
+# exits 2 with file:line. The stores are LS-LLaMA's (its token classification encoder).
+# Needs KILN_BIN, KILN_SHARED_DIR, KILN_MPIRUN (set by ctest).
 set -euo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/r.yaml" <<YAML
 name: cli
+method: ls_llama
 model:
   path: $KILN_SHARED_DIR/models/llama2-tokenizer
 data:

@@ -1,6 +1,6 @@
 // Run under mpirun -np 2: `preprocess` over 2 ranks must write the very bytes of a 1-rank run, for
-// each kind of store, and an error on one rank's slice must reach both ranks instead of leaving
-// one waiting at the barrier.
+// each kind of store (LS-LLaMA's and lm's, through their encoders), and an error on one rank's
+// slice must reach both ranks instead of leaving one waiting at the barrier.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -13,6 +13,7 @@
 #include "data/preprocess.h"
 #include "data/store.h"
 #include "data/tokenizer.h"
+#include "methods/registry.h"
 
 using namespace kiln::data;
 namespace fs = std::filesystem;
@@ -28,6 +29,12 @@ kiln::Recipe recipe(const std::string& data_yaml, const std::string& store_dir) 
   std::string y = "name: t\nmodel:\n  path: " + kShared + "/models/llama2-tokenizer\ndata:\n  store_dir: " + store_dir +
                   "\n" + data_yaml;
   return kiln::read_recipe_tree(kiln::recipe::parse_string(y, "test.yaml"), "test.yaml");
+}
+
+// The recipe's data made by the method that makes such stores (lm for text, else ls_llama).
+std::vector<SplitSummary> preprocess(const kiln::Recipe& r, const Tokenizer& tok, const Parallel& par = {}) {
+  auto task = kiln::methods::make_task(r.data.format == "text" ? "lm" : "ls_llama");
+  return kiln::data::preprocess(r, *task->encoder(r), tok, par);
 }
 
 // Preprocesses on all ranks, keeps the store as <dir>-np2, then again on rank 0 alone with the

@@ -1,5 +1,6 @@
 // Preprocessing into stores on the real files, reading them back, the errors a user can make,
-// collate and the sampler.
+// collate and the sampler. The stores are those of the methods that make them (LS-LLaMA's
+// classification and token classification, lm's text and conversations), through their encoders.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -18,6 +19,8 @@
 #include "data/sampler.h"
 #include "data/store.h"
 #include "data/tokenizer.h"
+#include "methods/registry.h"
+#include "train/stores.h"
 
 using namespace kiln::data;
 namespace fs = std::filesystem;
@@ -52,6 +55,24 @@ kiln::Recipe recipe(const std::string& data_yaml, const std::string& store_dir,
   return kiln::read_recipe_tree(kiln::recipe::parse_string(y, "test.yaml"), "test.yaml");
 }
 
+// The method whose stores a data section makes: lm for text and conversations, else ls_llama.
+std::unique_ptr<kiln::train::Task> method_for(const kiln::Recipe& r) {
+  bool lm = r.data.format == "text" || r.data.format == "conversation";
+  return kiln::methods::make_task(lm ? "lm" : "ls_llama");
+}
+
+std::vector<SplitSummary> preprocess(const kiln::Recipe& r, const Tokenizer& tok) {
+  return kiln::data::preprocess(r, *method_for(r)->encoder(r), tok);
+}
+
+// collate, completed as the recipe's method completes its batches (labels, target count).
+Batch collate_for(const kiln::Recipe& r, const Store& s, const std::vector<int64_t>& idx, const CollateOptions& o) {
+  Batch b = collate(s, idx, o);
+  auto task = method_for(r);
+  dynamic_cast<kiln::train::StoreTask&>(*task).prepare(kiln::train::Split::train, b);
+  return b;
+}
+
 template <typename F>
 std::string expect_input_error(F f, const std::string& needle) {
   try {
@@ -78,7 +99,7 @@ TEST(Preprocess, Sst2ClassificationStore) {
   EXPECT_EQ(s.size(), 872);
   EXPECT_EQ(s.label_names(), (std::vector<std::string>{"0", "1"}));
   int ones = 0;
-  for (int64_t i = 0; i < s.size(); ++i) ones += s.label(i);
+  for (int64_t i = 0; i < s.size(); ++i) ones += s.value<int32_t>("labels", i);
   EXPECT_EQ(ones, 444);
   auto want = llama2().encode("it 's a charming and often affecting journey .", true);
   EXPECT_EQ(s.ids(0).vec(), want);
@@ -109,7 +130,7 @@ TEST(Preprocess, TwitterCsvLabels) {
   EXPECT_EQ(s.size(), 9543);
   EXPECT_EQ(s.label_names(), (std::vector<std::string>{"0", "1", "2"}));
   std::vector<int> counts(3);
-  for (int64_t i = 0; i < s.size(); ++i) ++counts[size_t(s.label(i))];
+  for (int64_t i = 0; i < s.size(); ++i) ++counts[size_t(s.value<int32_t>("labels", i))];
   EXPECT_EQ(counts, (std::vector<int>{1442, 1923, 6178}));
 }
 
@@ -125,9 +146,9 @@ TEST(Preprocess, ConllTokenClassificationStore) {
   EXPECT_EQ(s.num_labels(), 9);  // O + B/I of PER, LOC, ORG, MISC (BIO)
   int64_t words = 0;
   for (int64_t i = 0; i < s.size(); ++i) {
-    auto tags = s.word_tags(i);
-    auto tl = s.token_labels(i);
-    auto wid = s.word_ids(i);
+    auto tags = s.get<int32_t>("word_tags", i);
+    auto tl = s.get<int32_t>("token_labels", i);
+    auto wid = s.get<int32_t>("word_ids", i);
     words += tags.size();
     // One labelled sub-token per word, carrying that word's tag; specials unlabelled.
     std::vector<int32_t> labelled;
@@ -157,7 +178,7 @@ TEST(Preprocess, ConversationLossOnAssistantTurns) {
   EXPECT_EQ(s.kind(), "lm");
   ASSERT_EQ(s.size(), 1);
   auto ids = s.ids(0).vec();
-  auto mask = s.loss_mask(0).vec();
+  auto mask = s.get<uint8_t>("loss_mask", 0).vec();
   // The targets are exactly each answer followed by </s>.
   std::vector<std::vector<int32_t>> spans;
   for (size_t t = 0; t < ids.size(); ++t)
@@ -228,30 +249,30 @@ TEST(Collate, PaddingSidesTruncationAndLabels) {
   int64_t n0 = s.length(0), n1 = s.length(1);
   ASSERT_LT(n0, n1);
   CollateOptions o = collate_options(r.data, s);
-  Batch b = collate(s, {0, 1}, o);
-  EXPECT_EQ(b.input_ids.sizes(), (std::vector<int64_t>{2, n1}));
-  EXPECT_EQ(b.input_ids.scalar_type(), at::kLong);
-  EXPECT_EQ(b.attention_mask[0].sum().item<int64_t>(), n0);
-  EXPECT_EQ(b.attention_mask[0][0].item<int64_t>(), 1);             // right padding: tokens first
-  EXPECT_EQ(b.input_ids[0][n1 - 1].item<int64_t>(), s.meta().pad_id);
-  EXPECT_EQ(b.labels[0].item<int64_t>(), 1);
+  Batch b = collate_for(r, s, {0, 1}, o);
+  EXPECT_EQ(b["input_ids"].sizes(), (std::vector<int64_t>{2, n1}));
+  EXPECT_EQ(b["input_ids"].scalar_type(), at::kLong);
+  EXPECT_EQ(b["attention_mask"][0].sum().item<int64_t>(), n0);
+  EXPECT_EQ(b["attention_mask"][0][0].item<int64_t>(), 1);             // right padding: tokens first
+  EXPECT_EQ(b["input_ids"][0][n1 - 1].item<int64_t>(), s.meta().pad_id);
+  EXPECT_EQ(b["labels"][0].item<int64_t>(), 1);
   EXPECT_EQ(b.num_targets, 2);
   o.padding_side = "left";
-  Batch l = collate(s, {0, 1}, o);
-  EXPECT_EQ(l.attention_mask[0][0].item<int64_t>(), 0);             // left padding: tokens last
-  EXPECT_EQ(l.input_ids[0][n1 - 1].item<int64_t>(), s.ids(0)[n0 - 1]);
+  Batch l = collate_for(r, s, {0, 1}, o);
+  EXPECT_EQ(l["attention_mask"][0][0].item<int64_t>(), 0);             // left padding: tokens last
+  EXPECT_EQ(l["input_ids"][0][n1 - 1].item<int64_t>(), s.ids(0)[n0 - 1]);
   // Truncation at collate: right keeps the head, left keeps BOS + the tail, error refuses.
   o.max_len = 4;
   o.padding_side = "right";
-  Batch tr = collate(s, {1}, o);
-  EXPECT_EQ(tr.input_ids[0][3].item<int64_t>(), s.ids(1)[3]);
+  Batch tr = collate_for(r, s, {1}, o);
+  EXPECT_EQ(tr["input_ids"][0][3].item<int64_t>(), s.ids(1)[3]);
   o.truncation = "left";
-  Batch tl = collate(s, {1}, o);
-  EXPECT_EQ(tl.input_ids[0][0].item<int64_t>(), 1);
-  EXPECT_EQ(tl.input_ids[0][1].item<int64_t>(), s.ids(1)[n1 - 3]);
-  EXPECT_EQ(tl.input_ids[0][3].item<int64_t>(), s.ids(1)[n1 - 1]);
+  Batch tl = collate_for(r, s, {1}, o);
+  EXPECT_EQ(tl["input_ids"][0][0].item<int64_t>(), 1);
+  EXPECT_EQ(tl["input_ids"][0][1].item<int64_t>(), s.ids(1)[n1 - 3]);
+  EXPECT_EQ(tl["input_ids"][0][3].item<int64_t>(), s.ids(1)[n1 - 1]);
   o.truncation = "error";
-  expect_input_error([&] { collate(s, {1}, o); }, "more than data.max_len = 4");
+  expect_input_error([&] { collate_for(r, s, {1}, o); }, "more than data.max_len = 4");
 }
 
 TEST(Collate, TokenLabelsAndWordIds) {
@@ -260,16 +281,16 @@ TEST(Collate, TokenLabelsAndWordIds) {
   auto r = recipe("  format: conll\n  train: " + conll + "\n", dir);
   preprocess(r, llama2());
   Store s(dir + "/train.h5");
-  Batch b = collate(s, {0, 1}, collate_options(r.data, s));
-  EXPECT_EQ(b.labels.dim(), 2);
+  Batch b = collate_for(r, s, {0, 1}, collate_options(r.data, s));
+  EXPECT_EQ(b["labels"].dim(), 2);
   EXPECT_EQ(b.num_targets, 4);  // four words
-  EXPECT_EQ(b.labels[0][0].item<int64_t>(), kIgnore);  // BOS
-  EXPECT_EQ(b.word_ids[1][b.word_ids.size(1) - 1].item<int64_t>(), kNoWord);  // padding
+  EXPECT_EQ(b["labels"][0][0].item<int64_t>(), kIgnore);  // BOS
+  EXPECT_EQ(b["word_ids"][1][b["word_ids"].size(1) - 1].item<int64_t>(), kNoWord);  // padding
   // Back to words through word_predictions: predicting the gold labels gives the gold word tags.
-  auto wid = std::vector<int32_t>(s.word_ids(0).begin(), s.word_ids(0).end());
-  auto tl = s.token_labels(0).vec();
-  EXPECT_EQ(word_predictions(wid, tl, 3, 0), s.word_tags(0).vec());
-  EXPECT_EQ(s.label_names()[size_t(s.word_tags(0)[2])], "B-MISC");
+  auto wid = std::vector<int32_t>(s.get<int32_t>("word_ids", 0).begin(), s.get<int32_t>("word_ids", 0).end());
+  auto tl = s.get<int32_t>("token_labels", 0).vec();
+  EXPECT_EQ(word_predictions(wid, tl, 3, 0), s.get<int32_t>("word_tags", 0).vec());
+  EXPECT_EQ(s.label_names()[size_t(s.get<int32_t>("word_tags", 0)[2])], "B-MISC");
 }
 
 TEST(Sampler, GlobalBatchesDoNotDependOnWorldSize) {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "train/eval_records.h"
 #include "train/metrics.h"
 
@@ -130,22 +131,26 @@ TEST(Auc, Ties) {
 TEST(EvalRecords, SerializeAndSort) {
   EvalRecords r;
   r.example = {5, 2, 9};
-  r.pred = {1, 0, 2};
-  r.gold = {1, 1, 2};
-  r.score = {0.5, 0.25, 0.125};
-  r.pred_seq = {{1, 2}, {}, {3}};
-  r.gold_seq = {{1, 1}, {}, {3}};
-  r.pred_text = {"a", "", "c"};
-  r.gold_text = {"a", "b", "c"};
+  r.ints["pred"] = {1, 0, 2};
+  r.ints["gold"] = {1, 1, 2};
+  r.reals["score"] = {0.5, 0.25, 0.125};
+  r.seqs["pred_tags"] = {{1, 2}, {}, {3}};
+  r.seqs["gold_tags"] = {{1, 1}, {}, {3}};
+  r.texts["pred_text"] = {"a", "", "c"};
+  r.texts["gold_text"] = {"a", "b", "c"};
   r.loss_sum = 1.5;
   r.loss_count = 7;
   EvalRecords back = EvalRecords::deserialize(r.serialize());
   back.sort_by_example();
   EXPECT_EQ(back.example, (std::vector<int64_t>{2, 5, 9}));
-  EXPECT_EQ(back.pred, (std::vector<int64_t>{0, 1, 2}));
-  EXPECT_EQ(back.score, (std::vector<double>{0.25, 0.5, 0.125}));
-  EXPECT_EQ(back.pred_seq[1], (std::vector<int32_t>{1, 2}));
-  EXPECT_EQ(back.gold_text[0], "b");
+  EXPECT_EQ(back.ints_of("pred"), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(back.reals_of("score"), (std::vector<double>{0.25, 0.5, 0.125}));
+  EXPECT_EQ(back.seqs_of("pred_tags")[1], (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(back.texts_of("gold_text")[0], "b");
+  EXPECT_TRUE(back.ints_of("absent").empty());
+  // A column of another length than the examples is a broken method, caught before metrics run.
+  r.ints["pred"].pop_back();
+  EXPECT_THROW(r.sort_by_example(), kiln::InternalError);
   EXPECT_EQ(back.loss_count, 7);
   EXPECT_DOUBLE_EQ(back.loss_sum, 1.5);
 }

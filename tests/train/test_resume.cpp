@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "dist/communicator.h"
-#include "dist/world.h"
+#include "parallel/communicator.h"
+#include "parallel/world.h"
 #include "toy_task.h"
 #include "train/checkpoint.h"
 #include "train/tensorboard.h"
@@ -22,11 +22,11 @@ namespace fs = std::filesystem;
 
 namespace {
 struct Env {
-  dist::World& world = dist::World::get();
-  std::unique_ptr<dist::Communicator> comm;
+  parallel::World& world = parallel::World::get();
+  std::unique_ptr<parallel::Communicator> comm;
   Env() {
     world.configure_threads(1);
-    comm = dist::make_communicator(DistConfig{}, world);
+    comm = parallel::make_communicator(DistConfig{}, world);
   }
 };
 Env& env() {
@@ -51,7 +51,7 @@ struct Outcome {
 Outcome run(Recipe r, int64_t stop_in_step = 0) {
   auto& e = env();
   test::ToyTask task;
-  task.build(r, e.world);
+  task.build(r, e.world, *e.comm);
   task.accumulation = r.train.global_batch / (r.train.micro_batch * e.world.size());
   if (e.world.rank() == e.world.size() - 1) task.stop_in_step = stop_in_step;
   train::Trainer trainer(r, task, e.world, *e.comm);
@@ -78,7 +78,7 @@ TEST(Resume, StopAndResumeEqualsUnbrokenRun) {
   ASSERT_FALSE(whole.fit.preempted);
   // It trains: the weights moved away from the initial ones.
   test::ToyTask fresh;
-  fresh.build(r, env().world);
+  fresh.build(r, env().world, *env().comm);
   EXPECT_FALSE(at::equal(fresh.trainable()[1].second, whole.weights[1]));
 
   Recipe s = test::toy_recipe(fresh_dir("stopped"));

@@ -6,8 +6,10 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "data/align.h"
+#include "data/preprocess.h"
+#include "data/store.h"
 #include "data/tokenizer.h"
-#include "dist/world.h"
+#include "parallel/world.h"
 #include "methods/registry.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
@@ -16,9 +18,82 @@ namespace kiln::methods {
 
 KILN_REGISTER_TASK("lm", "causal language-model fine-tuning (LoRA or full) on text or conversations", LmTask);
 
-void LmTask::build(Recipe& r, dist::World& world) {
-  recipe_ = &r;
-  recipe::Section::root(r.tree).sub("task").finish();  // lm has no settings of its own
+const char* const kDefaultSystemPrompt = "A virtual assistant answers questions from a user based on the provided text.";
+
+namespace {
+
+class LmEncoder : public data::Encoder {
+ public:
+  explicit LmEncoder(std::string system_prompt) : system_(std::move(system_prompt)) {}
+  std::string kind() const override { return "lm"; }
+  std::vector<data::Field> fields() const override { return {{"loss_mask", data::DType::u8, data::Per::token}}; }
+  // The prompt changes the stored ids of conversations: a store made with another one is remade.
+  std::string settings() const override { return conversation_ ? "system_prompt=" + system_ : ""; }
+  void check(const DataConfig& c) const override {
+    if (c.format != "text" && c.format != "conversation")
+      input_error("key `data.format`: method lm trains on text or conversation files, not `{}`", c.format);
+    if (c.kind != "auto" && c.kind != "lm")
+      input_error("key `data.kind`: method lm makes `lm` stores (or `auto`), not `{}`", c.kind);
+  }
+  std::vector<data::Record> read(const DataConfig& c, const std::string& path, data::ReadStats* stats) const override {
+    data::ReadOptions o = data::options_from(c);
+    o.label_field.clear();
+    return data::read_records(c.format, path, o, stats);
+  }
+  void encode(const data::Record& rec, const data::EncodeContext& ctx, data::Example& out) const override {
+    auto& mask = out.put<uint8_t>("loss_mask");
+    if (rec.turns.empty()) {  // plain text: one document, packed after the merge
+      out.ids = ctx.tok.encode(rec.text, true, true);
+      mask.assign(out.ids.size(), 1);
+      return;
+    }
+    // FastChat `ie_as_qa`: "{system} USER: {q} ASSISTANT: {a}</s>USER: ..."; loss on "{a}</s>".
+    out.ids = {ctx.tok.bos_id()};
+    mask = {0};
+    for (size_t t = 0; t < rec.turns.size(); ++t) {
+      std::vector<int32_t> p;
+      bool answer = rec.turns[t].from == "gpt";
+      if (answer) {
+        p = ctx.tok.encode(rec.turns[t].value, false);
+        p.push_back(ctx.tok.eos_id());
+      } else {
+        std::string q = (t == 0 ? system_ + " " : std::string()) + "USER: " + rec.turns[t].value + " ASSISTANT:";
+        p = ctx.tok.encode(q, false);
+      }
+      out.ids.insert(out.ids.end(), p.begin(), p.end());
+      mask.insert(mask.end(), p.size(), answer ? 1 : 0);
+    }
+  }
+  bool truncates() const override { return conversation_; }
+  void finish(data::StoreData& all, const DataConfig& c) const override {
+    if (!conversation_) data::pack_documents(all, c.max_len);
+  }
+  bool conversation_ = false;
+
+ private:
+  std::string system_;
+};
+
+}  // namespace
+
+std::unique_ptr<data::Encoder> LmTask::encoder(const Recipe& r) const {
+  recipe::Node tree = r.tree;  // the encoder only reads: the build() below writes the defaults
+  std::string prompt = recipe::Section::root(tree).sub("task").get_string("system_prompt", kDefaultSystemPrompt);
+  auto enc = std::make_unique<LmEncoder>(prompt);
+  enc->conversation_ = r.data.format == "conversation";
+  return enc;
+}
+
+void LmTask::prepare(Split, data::Batch& b) const {
+  at::Tensor mask = b["loss_mask"] & b["attention_mask"].to(at::kBool);
+  b["labels"] = b["input_ids"].masked_fill(mask.logical_not(), int64_t(data::kIgnore));
+  b.num_targets = mask.sum().item<int64_t>();
+}
+
+void LmTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
+  recipe::Section task = recipe::Section::root(r.tree).sub("task");
+  task.get_string("system_prompt", kDefaultSystemPrompt);
+  task.finish();
   if (r.model.attention != "causal")
     input_error("{}: method lm trains a causal language model; model.attention must be causal, not `{}`", r.file,
                 r.model.attention);
@@ -26,10 +101,7 @@ void LmTask::build(Recipe& r, dist::World& world) {
   model_ = model::load_pretrained(r.model, device_);
   model::apply_lora(model_, r.lora);
 
-  stores_ = Stores::open(r, model::load_tokenizer(r.model.path), world);
-  if (stores_.train().kind() != "lm")
-    input_error("{}: method lm needs an `lm` store (text or conversation data), this one holds `{}`",
-                stores_.train_path(), stores_.train().kind());
+  open_stores(r, model::load_tokenizer(r.model.path), comm);
   log::info("lm: {} train / {} eval examples; {} trainable tensors", stores_.size(Split::train), stores_.size(Split::eval),
             trainable().size());
 }
@@ -40,14 +112,15 @@ void LmTask::set_training(bool on) { model_->train(on); }
 
 int64_t LmTask::targets(const data::Batch& b) const {
   // Token t predicts token t+1: the first label of each row is never a target.
-  return b.labels.size(1) < 2 ? 0 : b.labels.narrow(1, 1, b.labels.size(1) - 1).ne(data::kIgnore).sum().item<int64_t>();
+  const at::Tensor& labels = b["labels"];
+  return labels.size(1) < 2 ? 0 : labels.narrow(1, 1, labels.size(1) - 1).ne(data::kIgnore).sum().item<int64_t>();
 }
 
 LossSum LmTask::forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row) {
-  const int64_t T = b.input_ids.size(1);
-  at::Tensor hidden = model_->hidden_states(b.input_ids, b.attention_mask);
+  const int64_t T = b["input_ids"].size(1);
+  at::Tensor hidden = model_->hidden_states(b["input_ids"], b["attention_mask"]);
   at::Tensor logits = model_->logits(hidden.narrow(1, 0, T - 1)).to(at::kFloat);  // [B, T-1, V]
-  at::Tensor labels = b.labels.narrow(1, 1, T - 1);
+  at::Tensor labels = b["labels"].narrow(1, 1, T - 1);
   at::Tensor sum = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), {},
                                           at::Reduction::Sum, data::kIgnore);
   at::Tensor mask = labels.ne(data::kIgnore);
@@ -57,28 +130,30 @@ LossSum LmTask::forward(const data::Batch& b, at::Tensor* correct_per_row, at::T
 }
 
 LossSum LmTask::loss(const data::Batch& b) {
-  if (b.input_ids.size(1) < 2) return {at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_)), 0};
+  if (b["input_ids"].size(1) < 2) return {at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_)), 0};
   return forward(b, nullptr, nullptr);
 }
 
 LossSum LmTask::evaluate(const data::Batch& b, train::EvalRecords& out) {
   at::Tensor correct, count;
-  LossSum ls = b.input_ids.size(1) < 2 ? LossSum{at::zeros({}), 0} : forward(b, &correct, &count);
+  LossSum ls = b["input_ids"].size(1) < 2 ? LossSum{at::zeros({}), 0} : forward(b, &correct, &count);
   for (int64_t r = 0; r < b.size(); ++r) {
-    out.example.push_back(b.example_index[r].item<int64_t>());
-    // For lm the per-example "prediction" is the number of targets predicted right, "gold" the
-    // number of targets: token accuracy is a ratio of sums, which gathers exactly.
-    out.pred.push_back(correct.defined() ? correct[r].item<int64_t>() : 0);
-    out.gold.push_back(count.defined() ? count[r].item<int64_t>() : 0);
+    out.example.push_back(b["example_index"][r].item<int64_t>());
+    // Per example: the targets predicted right and the targets: token accuracy is a ratio of sums,
+    // which gathers exactly.
+    out.ints["correct"].push_back(correct.defined() ? correct[r].item<int64_t>() : 0);
+    out.ints["targets"].push_back(count.defined() ? count[r].item<int64_t>() : 0);
   }
   return {ls.sum.detach().to(at::kCPU), ls.targets};
 }
 
 std::map<std::string, double> LmTask::metrics(const train::EvalRecords& all) {
   int64_t correct = 0, total = 0;
-  for (size_t i = 0; i < all.pred.size(); ++i) {
-    correct += all.pred[i];
-    total += all.gold[i];
+  const auto& right = all.ints_of("correct");
+  const auto& targets = all.ints_of("targets");
+  for (size_t i = 0; i < right.size(); ++i) {
+    correct += right[i];
+    total += targets[i];
   }
   std::map<std::string, double> m;
   if (all.loss_count > 0) m["perplexity"] = std::exp(all.loss_sum / double(all.loss_count));

@@ -2,18 +2,31 @@
 // on a LLaMA-family model over a tokenized `lm` store (text or conversations; the store's loss
 // mask says which tokens are targets). Loss: next-token cross-entropy summed over target tokens.
 // Metrics: perplexity and next-token accuracy over the eval split's target tokens.
+//
+// The `lm` store (data/schema.h) holds one token field, `loss_mask` (uint8: 1 where the token is a
+// target):
+//   text          `BOS doc EOS` per document, concatenated and cut into data.max_len windows after
+//                 the ranks' parts are merged; every token is a target.
+//   conversation  FastChat's `ie_as_qa` template (the one UniversalNER trains with):
+//                 `{system} USER: {q} ASSISTANT: {a}</s>USER: ...`, targets only on `{a}</s>` (the
+//                 `</s>` is the EOS id, not the literal text). task.system_prompt sets {system}.
 #pragma once
 #include <memory>
 
-#include "methods/stores.h"
-#include "methods/task.h"
 #include "model/llama.h"
+#include "train/stores.h"
+#include "train/task.h"
 
 namespace kiln::methods {
 
-class LmTask : public StoreTask {
+using train::LossSum;
+using train::NamedTensors;
+using train::Split;
+
+class LmTask : public train::StoreTask {
  public:
-  void build(Recipe& recipe, dist::World& world) override;
+  void build(Recipe& recipe, parallel::World& world, parallel::Communicator& comm) override;
+  std::unique_ptr<data::Encoder> encoder(const Recipe& recipe) const override;
   NamedTensors trainable() override;
   void set_training(bool on) override;
   int64_t targets(const data::Batch& batch) const override;
@@ -26,13 +39,17 @@ class LmTask : public StoreTask {
 
   model::Llama& model() { return model_; }
 
+  // labels [B, T]: the ids where loss_mask is set, kIgnore elsewhere (not shifted: loss() shifts).
+  void prepare(Split s, data::Batch& batch) const override;
+
  private:
   // Summed next-token loss over targets, and per row: targets and correct argmax predictions.
   LossSum forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row);
 
-  Recipe* recipe_ = nullptr;
   model::Llama model_{nullptr};
-  c10::Device device_{c10::kCPU};
 };
+
+// The default {system} text of conversations: UniversalNER's.
+extern const char* const kDefaultSystemPrompt;
 
 }  // namespace kiln::methods

@@ -9,7 +9,8 @@
 #include "core/log.h"
 #include "data/align.h"
 #include "data/tokenizer.h"
-#include "dist/world.h"
+#include "methods/ls_llama/data.h"
+#include "parallel/world.h"
 #include "methods/registry.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
@@ -31,7 +32,18 @@ std::vector<int32_t> row_i32(const at::Tensor& t2d, int64_t r) {
 
 }  // namespace
 
-void LsLlamaTask::build(Recipe& r, dist::World& world) {
+std::unique_ptr<data::Encoder> LsLlamaTask::encoder(const Recipe& r) const { return make_encoder(r.data); }
+
+void LsLlamaTask::prepare(Split, data::Batch& b) const {
+  if (b.has("token_labels")) {
+    b["labels"] = b["token_labels"];
+    b.num_targets = b["labels"].ne(data::kIgnore).sum().item<int64_t>();
+  } else {
+    b.num_targets = b.size();
+  }
+}
+
+void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
   pooling_ = parse_pooling(task.get_choice("pooling", "last", {"last", "mean", "max"}), task.where("pooling"));
   // LS-LLaMA's token head follows transformers' LlamaForTokenClassification (dropout 0.1); the
@@ -47,13 +59,9 @@ void LsLlamaTask::build(Recipe& r, dist::World& world) {
   model_ = model::load_pretrained(r.model, device_);
   data::Tokenizer tok = model::load_tokenizer(r.model.path);
 
-  stores_ = Stores::open(r, tok, world);
+  open_stores(r, tok, comm);
   const std::string& train_path = stores_.train_path();
-  const std::string& kind = stores_.train().kind();
-  if (kind != "classification" && kind != "token_classification")
-    input_error("{}: method ls_llama classifies sequences or tokens; this store holds `{}` data (data.kind)", train_path,
-                kind);
-  token_ = kind == "token_classification";
+  token_ = stores_.train().kind() == "token_classification";
   labels_ = stores_.train().label_names();
   if (labels_.size() < 2) input_error("{}: {} label(s); classification needs at least 2", train_path, labels_.size());
   if (stores_.has_eval() && stores_.eval().label_names() != labels_)
@@ -125,14 +133,15 @@ void LsLlamaTask::set_training(bool on) {
 }
 
 at::Tensor LsLlamaTask::logits(const data::Batch& b) {
-  at::Tensor hidden = model_->hidden_states(b.input_ids, b.attention_mask);  // [B, T, H]
+  const at::Tensor& mask = b["attention_mask"];
+  at::Tensor hidden = model_->hidden_states(b["input_ids"], mask);  // [B, T, H]
   if (token_) return head_->forward(hidden);
-  return head_->forward(pool(hidden, b.attention_mask, pooling_));
+  return head_->forward(pool(hidden, mask, pooling_));
 }
 
 LossSum LsLlamaTask::loss(const data::Batch& b) {
   at::Tensor lg = logits(b);
-  at::Tensor sum = at::cross_entropy_loss(lg.reshape({-1, lg.size(-1)}), b.labels.reshape({-1}), {}, at::Reduction::Sum,
+  at::Tensor sum = at::cross_entropy_loss(lg.reshape({-1, lg.size(-1)}), b["labels"].reshape({-1}), {}, at::Reduction::Sum,
                                           data::kIgnore);
   return {sum, b.num_targets};
 }
@@ -140,28 +149,30 @@ LossSum LsLlamaTask::loss(const data::Batch& b) {
 LossSum LsLlamaTask::evaluate(const data::Batch& b, train::EvalRecords& out) {
   at::NoGradGuard ng;
   at::Tensor lg = logits(b);
-  at::Tensor sum = at::cross_entropy_loss(lg.reshape({-1, lg.size(-1)}), b.labels.reshape({-1}), {}, at::Reduction::Sum,
+  at::Tensor sum = at::cross_entropy_loss(lg.reshape({-1, lg.size(-1)}), b["labels"].reshape({-1}), {}, at::Reduction::Sum,
                                           data::kIgnore);
   at::Tensor pred = lg.argmax(-1).to(at::kCPU);
-  at::Tensor ex = b.example_index.to(at::kCPU);
+  at::Tensor ex = b["example_index"].to(at::kCPU);
+  at::Tensor gold_labels = b["labels"].to(at::kCPU);
   for (int64_t r = 0; r < b.size(); ++r) {
     int64_t i = ex[r].item<int64_t>();
     out.example.push_back(i);
     if (token_) {
       // Word level: the prediction at each word's first sub-token; words cut off by max_len count
       // as `O`, and the gold tags are the full sentence's, so truncation costs recall, as it should.
-      std::vector<int32_t> gold = stores_.eval().word_tags(i).vec();
-      out.gold_seq.push_back(gold);
-      out.pred_seq.push_back(
-          data::word_predictions(row_i32(b.word_ids, r), row_i32(pred, r), int64_t(gold.size()), outside_));
+      std::vector<int32_t> gold = stores_.eval().get<int32_t>("word_tags", i).vec();
+      out.seqs["gold_tags"].push_back(gold);
+      out.seqs["pred_tags"].push_back(
+          data::word_predictions(row_i32(b["word_ids"], r), row_i32(pred, r), int64_t(gold.size()), outside_));
     } else {
-      out.pred.push_back(pred[r].item<int64_t>());
-      out.gold.push_back(b.labels[r].item<int64_t>());
+      out.ints["pred"].push_back(pred[r].item<int64_t>());
+      out.ints["gold"].push_back(gold_labels[r].item<int64_t>());
     }
   }
   if (!token_ && labels_.size() == 2) {
     at::Tensor p1 = at::softmax(lg, -1).select(-1, 1).to(at::kCPU, at::kDouble).contiguous();
-    out.score.insert(out.score.end(), p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
+    auto& score = out.reals["score"];
+    score.insert(score.end(), p1.data_ptr<double>(), p1.data_ptr<double>() + p1.numel());
   }
   return {sum.detach().to(at::kCPU), b.num_targets};
 }
@@ -175,9 +186,11 @@ std::map<std::string, double> LsLlamaTask::metrics(const train::EvalRecords& all
       for (int32_t id : ids) v.push_back(labels_.at(size_t(id)));
       return v;
     };
-    for (size_t i = 0; i < all.gold_seq.size(); ++i) {
-      gold.push_back(names(all.gold_seq[i]));
-      pred.push_back(names(all.pred_seq[i]));
+    const auto& gold_tags = all.seqs_of("gold_tags");
+    const auto& pred_tags = all.seqs_of("pred_tags");
+    for (size_t i = 0; i < gold_tags.size(); ++i) {
+      gold.push_back(names(gold_tags[i]));
+      pred.push_back(names(pred_tags[i]));
     }
     train::SpanCounts c = train::span_counts(gold, pred);
     train::PRF prf = train::span_prf(c);
@@ -187,11 +200,14 @@ std::map<std::string, double> LsLlamaTask::metrics(const train::EvalRecords& all
     m["tag_accuracy"] = train::tag_accuracy(c);
     m["sentences"] = double(gold.size());
   } else {
-    train::ClassCounts c = train::class_counts(all.pred, all.gold);
-    m["accuracy"] = train::accuracy(all.pred, all.gold);
+    const auto& pred = all.ints_of("pred");
+    const auto& gold = all.ints_of("gold");
+    const auto& score = all.reals_of("score");
+    train::ClassCounts c = train::class_counts(pred, gold);
+    m["accuracy"] = train::accuracy(pred, gold);
     m["macro_f1"] = train::macro_f1(c);
-    if (labels_.size() == 2 && all.score.size() == all.gold.size()) m["auc"] = train::auc_roc(all.score, all.gold);
-    m["examples"] = double(all.gold.size());
+    if (labels_.size() == 2 && score.size() == gold.size()) m["auc"] = train::auc_roc(score, gold);
+    m["examples"] = double(gold.size());
   }
   return m;
 }

@@ -18,19 +18,26 @@
 #include "data/collate.h"
 #include "methods/ls_llama/heads.h"
 #include "methods/ls_llama/pooling.h"
-#include "methods/stores.h"
-#include "methods/task.h"
 #include "model/llama.h"
+#include "train/stores.h"
+#include "train/task.h"
 
 namespace kiln::methods::ls_llama {
 
-class LsLlamaTask : public StoreTask {
+using train::LossSum;
+using train::NamedTensors;
+using train::Split;
+
+class LsLlamaTask : public train::StoreTask {
  public:
-  void build(Recipe& recipe, dist::World& world) override;
+  void build(Recipe& recipe, parallel::World& world, parallel::Communicator& comm) override;
+  std::unique_ptr<data::Encoder> encoder(const Recipe& recipe) const override;
   NamedTensors trainable() override;
   void set_training(bool on) override;
   LossSum loss(const data::Batch& batch) override;
   LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) override;
+  // Eval records: ints "pred"/"gold" and reals "score" (P(class 1), binary only) per sentence; seqs
+  // "pred_tags"/"gold_tags" (tag ids per word) for token classification.
   std::map<std::string, double> metrics(const train::EvalRecords& all) override;
   std::string main_metric() const override { return token_ ? "span_f1" : "accuracy"; }
   void export_adapter(const std::string& dir) override;
@@ -44,13 +51,15 @@ class LsLlamaTask : public StoreTask {
   // Class scores: [B, labels] (sequence) or [B, T, labels] (token), float32.
   at::Tensor logits(const data::Batch& batch);
 
+  // labels (classification [B]; token classification [B, T] from token_labels) and the target count.
+  void prepare(Split s, data::Batch& batch) const override;
+
  private:
   std::string head_name() const { return token_ ? kTokenHeadName : kSequenceHeadName; }
   NamedTensors head_params();
 
   model::Llama model_{nullptr};
   Head head_{nullptr};
-  c10::Device device_{c10::kCPU};
   bool token_ = false;
   Pooling pooling_ = Pooling::last;
   std::vector<std::string> labels_;

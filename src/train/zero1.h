@@ -3,24 +3,20 @@
 // gradients of that chunk); it steps those elements and the buckets are all-gathered back into
 // the parameters. Optimizer memory per rank is 1/N of plain AdamW's.
 //
-// The arithmetic is torch::optim::AdamW's, operation for operation (decoupled decay
-// p *= 1 - lr*wd, then m, v, denom = sqrt(v)/sqrt(1-b2^t) + eps, p -= lr/(1-b1^t) * m/denom), so
-// the ZeRO and the plain path give the same losses. Clipping uses the global norm over all shards.
+// The arithmetic is AdamW's (train/optimizer.h: adamw_update, clip_coefficient), so the ZeRO and
+// the plain path give the same losses. Clipping uses the global norm over all shards.
 #pragma once
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <vector>
 
-#include "dist/grad_sync.h"
+#include "parallel/grad_sync.h"
+#include "train/optimizer.h"
 
-namespace kiln::dist {
+namespace kiln::train {
 
-struct AdamWOptions {
-  double lr = 1e-3;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  double weight_decay = 0.0;
-};
+using parallel::GradSync;
 
 // Optimizer state in a layout that does not depend on the world size: one tensor per parameter,
 // shaped like it, in registration order. This is what a checkpoint stores.
@@ -29,16 +25,20 @@ struct AdamWState {
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
 };
 
-class Zero1AdamW {
+class Zero1AdamW : public Optimizer {
  public:
-  // decay[i]: whether parameter i gets weight decay (false for norms and biases).
-  Zero1AdamW(GradSync& sync, std::vector<bool> decay, AdamWOptions options);
+  // decay[i]: whether parameter i gets weight decay (false for norms and biases). `names`: the
+  // parameters' names for state() / load_state(TensorList) (default "p<i>").
+  Zero1AdamW(GradSync& sync, std::vector<bool> decay, AdamWOptions options, std::vector<std::string> names = {});
 
   // After sync.finish(): clips to max_grad_norm (> 0) by the global norm, steps this rank's shard
   // with learning rate `lr`, all-gathers the parameters. Collective. Returns the global gradient
   // norm before clipping.
-  double step(double lr, double max_grad_norm);
-  int64_t steps() const { return step_; }
+  double step(double lr, double max_grad_norm) override;
+  int64_t steps() const override { return step_; }
+  // The Optimizer interface over gather_state / load_state below. Collective.
+  TensorList state() override;
+  void load_state(const TensorList& state, int64_t steps) override;
 
   // Collective. The full state lands on rank 0 (other ranks get `step` and empty vectors).
   AdamWState gather_state();
@@ -61,9 +61,10 @@ class Zero1AdamW {
   };
   GradSync& sync_;
   std::vector<bool> decay_;
+  std::vector<std::string> names_;
   AdamWOptions opt_;
   std::vector<Shard> shards_;  // one per bucket
   int64_t step_ = 0;
 };
 
-}  // namespace kiln::dist
+}  // namespace kiln::train

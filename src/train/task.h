@@ -1,8 +1,14 @@
 // A Task is one fine-tuning method seen from the trainer: it builds its model and data, turns a
 // micro-batch into a summed loss, and turns gathered predictions into metrics. The trainer
 // (src/train/trainer.h) owns everything else: the sampler, the optimizer, schedules, accumulation,
-// gradient sync, checkpoints, signals, logs. A Task never talks to other ranks except through
-// build() (e.g. a barrier while rank 0 prepares data).
+// gradient sync, checkpoints, signals, logs. A Task talks to other ranks only through the
+// Communicator it is given in build() (e.g. to make its data stores together). Methods implement
+// it in src/methods/<name>/ and register it there (src/methods/registry.h); the engine never names
+// a method.
+//
+// A method that reads `kiln preprocess` stores returns its data::Encoder (the fields it stores per
+// example and how a record becomes them) from encoder(), and usually derives from StoreTask
+// (train/stores.h), which opens the stores and collates them into Batches of named tensors.
 //
 // Loss contract (DESIGN.md "Determinism"): loss() returns the SUM of per-target losses of its
 // micro-batch and the number of targets. The trainer all-reduces the target count of the whole
@@ -19,6 +25,7 @@
 #include <vector>
 
 #include "data/collate.h"
+#include "data/schema.h"
 #include "train/eval_records.h"
 
 namespace torch::nn {
@@ -27,12 +34,13 @@ class Module;
 
 namespace kiln {
 struct Recipe;
-namespace dist {
+namespace parallel {
 class World;
-}
+class Communicator;
+}  // namespace parallel
 }  // namespace kiln
 
-namespace kiln::methods {
+namespace kiln::train {
 
 enum class Split { train, eval };
 
@@ -50,8 +58,12 @@ class Task {
   // Loads the model (on world.device()), applies LoRA, adds heads, opens the data stores. Reads the
   // recipe's `task:` section (recipe::Section::root(recipe.tree).sub("task")) and calls
   // finish() on it; the defaults it fills in land in recipe.tree, so the saved recipe.yaml is
-  // complete. Called on every rank.
-  virtual void build(Recipe& recipe, dist::World& world) = 0;
+  // complete. Called on every rank; `comm` is the run's communicator (collective steps in build go
+  // through it, under its watchdog).
+  virtual void build(Recipe& recipe, parallel::World& world, parallel::Communicator& comm) = 0;
+  // How this method stores its data (`kiln preprocess` and StoreTask use it); may be called before
+  // build(). nullptr: the method reads no stores.
+  virtual std::unique_ptr<data::Encoder> encoder(const Recipe& recipe) const { return nullptr; }
 
   // The parameters the optimizer trains, each by its Hugging Face / PEFT name, in an order that is
   // the same on every rank and every run (checkpoints and the optimizer state are keyed by it).
@@ -70,16 +82,18 @@ class Task {
   virtual data::Batch collate(Split s, const std::vector<int64_t>& indices) = 0;
 
   // The number of targets loss() will count on this batch, known before the forward pass (the
-  // trainer all-reduces the step's total before backward). Default: batch.num_targets.
+  // trainer all-reduces the step's total before backward). Default: batch.num_targets (set by the
+  // method's collate).
   virtual int64_t targets(const data::Batch& batch) const { return batch.num_targets; }
   // Forward pass in training mode: summed loss of the micro-batch and its number of targets.
   virtual LossSum loss(const data::Batch& batch) = 0;
   // Forward pass without gradients on an eval micro-batch: appends one record per example to `out`
-  // and returns the summed loss (a detached scalar) with its number of targets.
-  virtual LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) = 0;
+  // (out.add_example, then the method's own named columns) and returns the summed loss (a detached
+  // scalar) with its number of targets.
+  virtual LossSum evaluate(const data::Batch& batch, EvalRecords& out) = 0;
   // Metrics from the records of the whole eval split (gathered from all ranks, sorted by example);
   // called on every rank with identical input. "loss" is added by the trainer.
-  virtual std::map<std::string, double> metrics(const train::EvalRecords& all) = 0;
+  virtual std::map<std::string, double> metrics(const EvalRecords& all) = 0;
   // The metric that names the result in the results table and in logs (e.g. "accuracy", "span_f1").
   virtual std::string main_metric() const { return "loss"; }
 
@@ -91,4 +105,4 @@ class Task {
   virtual int64_t tokens(const data::Batch& batch) const;
 };
 
-}  // namespace kiln::methods
+}  // namespace kiln::train

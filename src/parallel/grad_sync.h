@@ -17,9 +17,9 @@
 #include <mutex>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 class GradSync {
  public:
@@ -88,4 +88,4 @@ class GradSync {
 // Collective: every rank takes rank 0's values of `tensors` (buffers, frozen weights...).
 void broadcast_tensors(Communicator& comm, const std::vector<at::Tensor>& tensors);
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

@@ -1,4 +1,4 @@
-#include "dist/mpi_communicator.h"
+#include "parallel/mpi_communicator.h"
 
 #include <mpi.h>
 #if __has_include(<mpi-ext.h>)
@@ -16,9 +16,9 @@
 #include <thread>
 
 #include "core/error.h"
-#include "dist/world.h"
+#include "parallel/world.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -128,7 +128,7 @@ struct MpiCommunicator::Impl {
       if (flag) return;
       if (Clock::now() > deadline)
         owner->fail(w.op, fmt::format("timed out after {:g} s (dist.timeout_s): a rank died or stopped answering",
-                                      timeout_s));
+                                      owner->timeout_s(w.op)));
       if (tries < 200) continue;
       if (tries < 2000)
         std::this_thread::yield();
@@ -142,7 +142,8 @@ struct MpiCommunicator::Impl {
   }
 
   void run(MpiWork& w) {
-    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+    auto deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(owner->timeout_s(w.op)));
     MPI_Request req = MPI_REQUEST_NULL;
     const auto kind = w.op.kind;
     if (kind == Kind::Barrier) {
@@ -247,4 +248,4 @@ WorkPtr MpiCommunicator::start(Op op) {
   return w;
 }
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

@@ -8,15 +8,20 @@
 #include <cmath>
 
 #include "core/config.h"
-#include "dist/communicator.h"
-#include "dist/grad_sync.h"
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
-#include "dist/zero1.h"
+#include "parallel/communicator.h"
+#include "parallel/grad_sync.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
+#include "train/zero1.h"
 #include "mlp.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 namespace {
+
+// ZeRO-1 is an optimizer (src/train), tested here against the plain data-parallel path.
+using train::AdamWOptions;
+using train::AdamWState;
+using train::Zero1AdamW;
 
 constexpr int64_t kIn = 24, kHidden = 96, kClasses = 7;
 constexpr int kSteps = 20;
@@ -243,4 +248,4 @@ TEST_F(DataParallel, Zero1StateRoundTrip) {
 }
 
 }  // namespace
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

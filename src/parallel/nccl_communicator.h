@@ -8,9 +8,9 @@
 #ifdef KILN_WITH_CUDA
 #include <memory>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 class NcclCommunicator : public Communicator {
  public:
@@ -32,5 +32,5 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel
 #endif

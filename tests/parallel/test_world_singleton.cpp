@@ -2,10 +2,10 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 namespace {
 
 TEST(WorldSingleton, OneRankWithoutALauncher) {
@@ -41,4 +41,4 @@ TEST(WorldSingleton, CollectivesOnOneRank) {
 }
 
 }  // namespace
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

@@ -1,4 +1,4 @@
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
 #include <cstdio>
 #include <cstring>
@@ -6,13 +6,13 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hash.h"
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
 #ifdef KILN_WITH_CUDA
-#include "dist/nccl_communicator.h"
+#include "parallel/nccl_communicator.h"
 #endif
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 const char* Communicator::kind_name(Kind k) {
   switch (k) {
@@ -85,10 +85,11 @@ WorkPtr Communicator::reduce_scatter_async(at::Tensor out, at::Tensor in, Reduce
   return start(std::move(o));
 }
 
-WorkPtr Communicator::barrier_async(std::string label) {
+WorkPtr Communicator::barrier_async(std::string label, double timeout_s) {
   Op o;
   o.kind = Kind::Barrier;
   o.label = std::move(label);
+  o.timeout_s = timeout_s;
   return start(std::move(o));
 }
 
@@ -154,4 +155,23 @@ bool same_on_all_ranks(Communicator& comm, const std::vector<at::Tensor>& tensor
   return differs.item<int>() == 0;
 }
 
-}  // namespace kiln::dist
+std::vector<std::string> all_gather_bytes(const std::string& mine, Communicator& comm) {
+  const int n = comm.size();
+  if (n == 1) return {mine};
+  auto i64 = at::TensorOptions().dtype(at::kLong);
+  at::Tensor len = at::full({1}, int64_t(mine.size()), i64);
+  at::Tensor lens = at::empty({n}, i64);
+  comm.all_gather(lens, len, "gather sizes");
+  int64_t max = lens.max().item<int64_t>();
+  at::Tensor buf = at::zeros({std::max<int64_t>(max, 1)}, at::TensorOptions().dtype(at::kByte));
+  if (!mine.empty()) std::memcpy(buf.data_ptr(), mine.data(), mine.size());
+  at::Tensor out = at::empty({n * buf.numel()}, buf.options());
+  comm.all_gather(out, buf, "gather bytes");
+  std::vector<std::string> all(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r)
+    all[size_t(r)].assign(reinterpret_cast<const char*>(out.data_ptr<uint8_t>()) + r * buf.numel(),
+                          size_t(lens[r].item<int64_t>()));
+  return all;
+}
+
+}  // namespace kiln::parallel

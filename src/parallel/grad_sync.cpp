@@ -1,11 +1,11 @@
-#include "dist/grad_sync.h"
+#include "parallel/grad_sync.h"
 
 #include <chrono>
 
 #include "core/config.h"
 #include "core/error.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 GradSync::GradSync(std::vector<at::Tensor> params, Communicator& comm, const DistConfig& cfg, ReduceOp op)
     : params_(std::move(params)), comm_(comm), op_(op), overlap_(cfg.overlap), sharded_(cfg.zero1) {
@@ -162,4 +162,4 @@ void broadcast_tensors(Communicator& comm, const std::vector<at::Tensor>& tensor
   }
 }
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

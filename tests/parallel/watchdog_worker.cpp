@@ -10,13 +10,13 @@
 #include <thread>
 
 #include "core/config.h"
-#include "dist/grad_sync.h"
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
+#include "parallel/grad_sync.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
 #include "mlp.h"
 
 int main(int argc, char** argv) {
-  using namespace kiln::dist;
+  using namespace kiln::parallel;
   if (argc != 3) {
     std::fprintf(stderr, "usage: %s TIMEOUT_S DIR\n", argv[0]);
     return 2;

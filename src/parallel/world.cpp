@@ -1,4 +1,4 @@
-#include "dist/world.h"
+#include "parallel/world.h"
 
 #include <mpi.h>
 #include <sched.h>
@@ -15,7 +15,7 @@
 #include "core/error.h"
 #include "core/log.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 namespace {
 
 // Decided from the environment before MPI_Init, because after it OpenMPI sets OMPI_COMM_WORLD_*
@@ -141,4 +141,26 @@ void World::abort(int code) const {
   std::_Exit(code);
 }
 
-}  // namespace kiln::dist
+std::pair<int, int> running_rank_and_size() {
+  int init = 0, fin = 0, size = 1, rank = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) {
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  }
+  return {rank, size};
+}
+
+std::string mpi_library_version() {
+  char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(mpi, &len);  // allowed before MPI_Init
+  std::string line(mpi, size_t(len));
+  // The library string may run over several lines and end in NUL: keep its first line.
+  if (auto nl = line.find_first_of(std::string("\r\n\0", 3)); nl != std::string::npos) line.resize(nl);
+  while (!line.empty() && (line.back() == ' ' || line.back() == ',')) line.pop_back();
+  return line;
+}
+
+}  // namespace kiln::parallel

@@ -1,5 +1,5 @@
 #ifdef KILN_WITH_CUDA
-#include "dist/nccl_communicator.h"
+#include "parallel/nccl_communicator.h"
 
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,9 +12,9 @@
 #include <thread>
 
 #include "core/error.h"
-#include "dist/world.h"
+#include "parallel/world.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -90,7 +90,7 @@ void NcclWork::wait() {
     if (q != cudaErrorNotReady) owner->fail_op(op, std::string("failed: ") + cudaGetErrorString(q));
     if (Clock::now() > deadline)
       owner->fail_op(op, fmt::format("timed out after {:g} s (dist.timeout_s): a rank died or stopped answering",
-                                     owner->timeout_s()));
+                                     owner->timeout_s(op)));
     if (tries > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   // The caller's later kernels must come after the collective.
@@ -180,10 +180,10 @@ WorkPtr NcclCommunicator::start(Op op) {
   }
   KILN_CUDA_CHECK(cudaEventCreateWithFlags(&w->done_event, cudaEventDisableTiming));
   KILN_CUDA_CHECK(cudaEventRecord(w->done_event, s));
-  w->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s()));
+  w->deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s(op)));
   w->op = std::move(op);
   return w;
 }
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel
 #endif  // KILN_WITH_CUDA

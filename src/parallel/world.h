@@ -7,8 +7,9 @@
 #include <c10/core/Device.h>
 
 #include <string>
+#include <utility>
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 class World {
  public:
@@ -40,4 +41,10 @@ class World {
   bool we_initialised_mpi_ = false;
 };
 
-}  // namespace kiln::dist
+// This process's rank and the world size while MPI is running (World::get() was called and MPI is
+// not finalised); {0, 1} otherwise. Never initialises MPI: for error paths that run at any time.
+std::pair<int, int> running_rank_and_size();
+// The MPI library's version, its first line (callable before MPI is initialised).
+std::string mpi_library_version();
+
+}  // namespace kiln::parallel

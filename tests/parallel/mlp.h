@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-namespace kiln::dist::testing {
+namespace kiln::parallel::testing {
 
 inline torch::nn::Sequential make_mlp(int64_t in, int64_t hidden, int64_t classes, uint64_t seed) {
   torch::manual_seed(seed);
@@ -40,4 +40,4 @@ inline std::vector<bool> decay_flags(torch::nn::Sequential& m) {
   return flags;
 }
 
-}  // namespace kiln::dist::testing
+}  // namespace kiln::parallel::testing

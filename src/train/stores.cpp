@@ -1,6 +1,4 @@
-#include "methods/stores.h"
-
-#include <mpi.h>
+#include "train/stores.h"
 
 #include <fmt/format.h>
 
@@ -12,22 +10,23 @@
 #include "core/log.h"
 #include "data/preprocess.h"
 #include "data/tokenizer.h"
-#include "dist/world.h"
+#include "parallel/communicator.h"
 
-namespace kiln::methods {
+namespace kiln::train {
 
 namespace fs = std::filesystem;
 
 namespace {
 
 // Why the store at `path` does not hold what the recipe asks for now ("" when it does).
-std::string stale_reason(const Recipe& r, const data::Tokenizer& tok, const std::string& path, const std::string& src,
-                         int64_t limit) {
+std::string stale_reason(const Recipe& r, const data::Encoder& enc, const data::Tokenizer& tok, const std::string& path,
+                         const std::string& src, int64_t limit) {
   if (!fs::exists(path)) return "missing";
   try {
     data::Store s(path);
     const auto& m = s.meta();
-    if (m.kind != data::resolve_kind(r.data)) return "made for kind " + m.kind;
+    if (m.kind != enc.kind()) return "made for kind " + m.kind;
+    if (m.settings != enc.settings()) return "made with other " + m.kind + " settings";
     if (m.tokenizer_checksum != tok.checksum()) return "made with another tokenizer";
     if (m.max_len != r.data.max_len) return fmt::format("made with max_len {}", m.max_len);
     if (m.sources.size() != 1 || m.sources[0].path != fs::absolute(src).string()) return "made from another file";
@@ -43,26 +42,28 @@ std::string stale_reason(const Recipe& r, const data::Tokenizer& tok, const std:
 
 }  // namespace
 
-Stores Stores::open(const Recipe& r, const data::Tokenizer& tok, dist::World& world) {
+Stores Stores::open(const Recipe& r, const data::Encoder& enc, const data::Tokenizer& tok,
+                    parallel::Communicator& comm) {
   Stores st;
-  st.device_ = world.device();
   st.train_path_ = (fs::path(r.data.store_dir) / "train.h5").string();
   st.eval_path_ = (fs::path(r.data.store_dir) / "eval.h5").string();
-  std::string why = stale_reason(r, tok, st.train_path_, r.data.train, r.data.max_train_examples);
+  std::string why = stale_reason(r, enc, tok, st.train_path_, r.data.train, r.data.max_train_examples);
   if (why.empty() && !r.data.eval.empty()) {
-    why = stale_reason(r, tok, st.eval_path_, r.data.eval, r.data.max_eval_examples);
+    why = stale_reason(r, enc, tok, st.eval_path_, r.data.eval, r.data.max_eval_examples);
     if (!why.empty()) why = "eval store " + why;
   }
   // The decision is all-reduced so that no rank enters preprocessing's barriers alone.
-  int rebuild = !why.empty(), any = rebuild;
-  MPI_Allreduce(&rebuild, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (any) {
+  at::Tensor rebuild = at::full({1}, why.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong));
+  comm.all_reduce(rebuild, parallel::ReduceOp::Sum, "store staleness");
+  if (rebuild.item<int64_t>() > 0) {
     log::info("tokenizing {} into {} ({})", r.data.train, r.data.store_dir, why.empty() ? "stale on another rank" : why);
     data::Parallel par;
-    par.rank = world.rank();
-    par.size = world.size();
-    par.barrier = [] { MPI_Barrier(MPI_COMM_WORLD); };
-    data::preprocess(r, tok, par);
+    par.rank = comm.rank();
+    par.size = comm.size();
+    // Rank 0 merges the parts while the others wait: a large corpus may take longer than a training
+    // step's collective timeout.
+    par.barrier = [&comm] { comm.barrier("preprocess", std::max(comm.timeout_s(), 3600.0)); };
+    data::preprocess(r, enc, tok, par);
   }
   st.train_ = data::Store(st.train_path_);
   st.train_.check_tokenizer(tok);
@@ -77,13 +78,20 @@ Stores Stores::open(const Recipe& r, const data::Tokenizer& tok, dist::World& wo
 }
 
 data::Batch Stores::collate(Split s, const std::vector<int64_t>& indices) const {
-  data::Batch b = data::collate(of(s), indices, s == Split::train ? train_opts_ : eval_opts_);
-  if (!device_.is_cpu()) {
-    b.input_ids = b.input_ids.to(device_);
-    b.attention_mask = b.attention_mask.to(device_);
-    b.labels = b.labels.to(device_);
-  }
+  return data::collate(of(s), indices, s == Split::train ? train_opts_ : eval_opts_);
+}
+
+void StoreTask::open_stores(const Recipe& r, const data::Tokenizer& tok, parallel::Communicator& comm) {
+  std::unique_ptr<data::Encoder> enc = encoder(r);
+  KILN_CHECK(enc, "method `{}` derives from StoreTask but has no encoder", r.method);
+  stores_ = Stores::open(r, *enc, tok, comm);
+}
+
+data::Batch StoreTask::collate(Split s, const std::vector<int64_t>& indices) {
+  data::Batch b = stores_.collate(s, indices);
+  prepare(s, b);
+  b.to(device_);
   return b;
 }
 
-}  // namespace kiln::methods
+}  // namespace kiln::train

@@ -1,5 +1,5 @@
 // Word labels on sub-tokens for LS-unLLaMA's NER, through the data pipeline's own functions
-// (data/align.h, encode_records, collate): on hand-built word ids, and on real CoNLL-2003 dev
+// (data/align.h, LS-LLaMA's token encoder, collate): on hand-built word ids, and on real CoNLL-2003 dev
 // sentences tokenized with the bundled stories260K and the LLaMA-2 tokenizers. The task trains on
 // exactly these labels and maps its token predictions back to words with word_predictions.
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 #include "data/readers.h"
 #include "data/store.h"
 #include "data/tokenizer.h"
+#include "methods/ls_llama/data.h"
 
 using namespace kiln::data;
 namespace fs = std::filesystem;
@@ -29,6 +30,17 @@ std::vector<Record> conll_dev(size_t n) {
   if (recs.size() > n) recs.resize(n);
   return recs;
 }
+// LS-LLaMA's token classification encoder (data.format conll).
+std::unique_ptr<Encoder> token_encoder() {
+  kiln::DataConfig c;
+  c.format = "conll";
+  return kiln::methods::ls_llama::make_encoder(c);
+}
+
+const std::vector<int32_t>& ints(const StoreData& d, const std::string& name) {
+  return std::get<std::vector<int32_t>>(d.column(name).values);
+}
+
 }  // namespace
 
 TEST(Align, FirstSubTokenCarriesTheWordLabel) {
@@ -45,22 +57,22 @@ TEST(Align, FirstSubTokenCarriesTheWordLabel) {
 TEST(Align, RealConllSentencesBothTokenizers) {
   auto recs = conll_dev(400);
   ASSERT_EQ(recs.size(), 400u);
-  auto labels = build_label_map("token_classification", {}, recs, {});
+  auto labels = build_label_map(true, {}, recs, {});
   EXPECT_EQ(labels.front(), "O");
   for (std::string model : {kShared + "/models/stories260K/hf", kShared + "/models/llama2-tokenizer"}) {
     Tokenizer tok(model);
     kiln::DataConfig c;
     c.format = "conll";
     c.max_len = 100000;  // no truncation here
-    StoreData d = encode_records("token_classification", recs, 0, recs.size(), labels, tok, c);
+    StoreData d = encode_records(*token_encoder(), recs, 0, recs.size(), labels, tok, c);
     ASSERT_EQ(d.size(), int64_t(recs.size()));
     int64_t multi_piece_words = 0;
     for (int64_t i = 0; i < d.size(); ++i) {
       const Record& r = recs[size_t(i)];
       size_t b = size_t(d.offsets[size_t(i)]), e = size_t(d.offsets[size_t(i) + 1]);
       std::vector<int32_t> ids(d.input_ids.begin() + b, d.input_ids.begin() + e);
-      std::vector<int32_t> wid(d.word_ids.begin() + b, d.word_ids.begin() + e);
-      std::vector<int32_t> tl(d.token_labels.begin() + b, d.token_labels.begin() + e);
+      std::vector<int32_t> wid(ints(d, "word_ids").begin() + b, ints(d, "word_ids").begin() + e);
+      std::vector<int32_t> tl(ints(d, "token_labels").begin() + b, ints(d, "token_labels").begin() + e);
       // The model sees the tokens of the space-joined sentence, not some other segmentation.
       std::string joined;
       for (size_t w = 0; w < r.words.size(); ++w) joined += (w ? " " : "") + r.words[w];
@@ -87,8 +99,9 @@ TEST(Align, RealConllSentencesBothTokenizers) {
         EXPECT_EQ(tok.decode(piece_ids), r.words[w]) << r.where() << " word " << w;
       }
       // Gold token labels taken as predictions map back to the gold word tags.
-      std::vector<int32_t> gold(d.word_tags.begin() + d.word_offsets[size_t(i)],
-                                d.word_tags.begin() + d.word_offsets[size_t(i) + 1]);
+      const auto& word_offsets = d.column("word_tags").offsets;
+      std::vector<int32_t> gold(ints(d, "word_tags").begin() + word_offsets[size_t(i)],
+                                ints(d, "word_tags").begin() + word_offsets[size_t(i) + 1]);
       EXPECT_EQ(word_predictions(wid, tl, int64_t(gold.size()), -1), gold) << r.where();
     }
     EXPECT_GT(multi_piece_words, 100) << "the test must cover words split into several pieces";
@@ -97,12 +110,12 @@ TEST(Align, RealConllSentencesBothTokenizers) {
 
 TEST(Align, TruncatedWordsAndPaddingSides) {
   auto recs = conll_dev(64);
-  auto labels = build_label_map("token_classification", {}, recs, {});
+  auto labels = build_label_map(true, {}, recs, {});
   Tokenizer tok(kShared + "/models/stories260K/hf");
   kiln::DataConfig c;
   c.format = "conll";
   c.max_len = 100000;
-  StoreData d = encode_records("token_classification", recs, 0, recs.size(), labels, tok, c);
+  StoreData d = encode_records(*token_encoder(), recs, 0, recs.size(), labels, tok, c);
   d.meta.kind = "token_classification";
   d.meta.label_names = labels;
   d.meta.bos_id = tok.bos_id(), d.meta.eos_id = tok.eos_id(), d.meta.pad_id = tok.pad_id();
@@ -120,19 +133,21 @@ TEST(Align, TruncatedWordsAndPaddingSides) {
     o.padding_side = side;
     o.pad_id = tok.pad_id();
     Batch batch = collate(store, idx, o);
+    batch["labels"] = batch["token_labels"];
+    batch.num_targets = batch["labels"].ne(kIgnore).sum().item<int64_t>();  // as LsLlamaTask::prepare
     int64_t targets = 0;
     for (int64_t b = 0; b < batch.size(); ++b) {
       std::vector<int32_t> wid, tl;
-      for (int64_t t = 0; t < batch.input_ids.size(1); ++t) {
-        wid.push_back(int32_t(batch.word_ids[b][t].item<int64_t>()));
-        tl.push_back(int32_t(batch.labels[b][t].item<int64_t>()));
-        if (batch.attention_mask[b][t].item<int64_t>() == 0) {
+      for (int64_t t = 0; t < batch["input_ids"].size(1); ++t) {
+        wid.push_back(int32_t(batch["word_ids"][b][t].item<int64_t>()));
+        tl.push_back(int32_t(batch["labels"][b][t].item<int64_t>()));
+        if (batch["attention_mask"][b][t].item<int64_t>() == 0) {
           EXPECT_EQ(tl.back(), kIgnore);
           EXPECT_EQ(wid.back(), kNoWord);
         }
         targets += tl.back() != kIgnore;
       }
-      auto gold = store.word_tags(b).vec();
+      auto gold = store.get<int32_t>("word_tags", b).vec();
       auto words = word_predictions(wid, tl, int64_t(gold.size()), -1);
       // Right truncation keeps a prefix of the words: those are labelled, the rest are missing.
       bool cut = false;

@@ -8,9 +8,9 @@
 #pragma once
 #include <memory>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 class MpiCommunicator : public Communicator {
  public:
@@ -33,4 +33,4 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

@@ -1,13 +1,21 @@
-#include "dist/zero1.h"
+#include "train/zero1.h"
+
+#include <map>
 
 #include <cmath>
 
 #include "core/error.h"
 
-namespace kiln::dist {
+namespace kiln::train {
 
-Zero1AdamW::Zero1AdamW(GradSync& sync, std::vector<bool> decay, AdamWOptions options)
-    : sync_(sync), decay_(std::move(decay)), opt_(options) {
+using parallel::Communicator;
+using parallel::ReduceOp;
+using parallel::WorkPtr;
+
+Zero1AdamW::Zero1AdamW(GradSync& sync, std::vector<bool> decay, AdamWOptions options, std::vector<std::string> names)
+    : sync_(sync), decay_(std::move(decay)), names_(std::move(names)), opt_(options) {
+  if (names_.empty())
+    for (size_t i = 0; i < sync_.params().size(); ++i) names_.push_back(fmt::format("p{}", i));
   KILN_CHECK(sync_.sharded(), "Zero1AdamW needs a GradSync built with dist.zero1 = true");
   KILN_CHECK(decay_.size() == sync_.params().size(), "Zero1AdamW: {} decay flags for {} parameters",
              decay_.size(), sync_.params().size());
@@ -41,22 +49,16 @@ double Zero1AdamW::step(double lr, double max_grad_norm) {
   Communicator& comm = sync_.comm();
 
   // Global norm: squares summed in double per shard (padding is zero), then over ranks.
-  double sq = 0;
-  for (const auto& b : buckets) sq += b.shard.to(at::kDouble).pow(2).sum().item<double>();
-  at::Tensor total = at::full({1}, sq, at::TensorOptions().dtype(at::kDouble));
+  std::vector<at::Tensor> shards;
+  for (const auto& b : buckets) shards.push_back(b.shard);
+  at::Tensor total = at::full({1}, sum_of_squares(shards), at::TensorOptions().dtype(at::kDouble));
   comm.all_reduce(total, ReduceOp::Sum, "gradient norm");
   const double norm = std::sqrt(total.item<double>());
-  if (max_grad_norm > 0) {
-    // torch::nn::utils::clip_grad_norm_'s coefficient.
-    double coef = max_grad_norm / (norm + 1e-6);
-    if (coef < 1)
-      for (auto& b : buckets) b.shard.mul_(coef);
-  }
+  const double coef = clip_coefficient(norm, max_grad_norm);
+  if (coef < 1)
+    for (auto& b : buckets) b.shard.mul_(coef);
 
   ++step_;
-  const double bc1 = 1 - std::pow(opt_.beta1, static_cast<double>(step_));
-  const double bc2 = 1 - std::pow(opt_.beta2, static_cast<double>(step_));
-  const double step_size = lr / bc1;
   std::vector<at::Tensor> outgoing(buckets.size());
   std::vector<WorkPtr> works(buckets.size());
   for (size_t bi = 0; bi < buckets.size(); ++bi) {
@@ -70,11 +72,7 @@ double Zero1AdamW::step(double lr, double max_grad_norm) {
     if (opt_.weight_decay != 0)
       for (const auto& seg : sh.segments)
         if (seg.decay) p.narrow(0, seg.shard_offset, seg.numel).mul_(1 - lr * opt_.weight_decay);
-    const at::Tensor& g = b.shard;
-    sh.exp_avg.mul_(opt_.beta1).add_(g, 1 - opt_.beta1);
-    sh.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1 - opt_.beta2);
-    at::Tensor denom = (sh.exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(opt_.eps);
-    p.addcdiv_(sh.exp_avg, denom, -step_size);
+    adamw_update(p, b.shard, sh.exp_avg, sh.exp_avg_sq, lr, step_, opt_);
     outgoing[bi] = p;
     works[bi] = comm.all_gather_async(b.flat, p, fmt::format("parameters, bucket {}/{}", bi + 1, buckets.size()));
   }
@@ -149,4 +147,32 @@ void Zero1AdamW::load_state(const AdamWState& full) {
   }
 }
 
-}  // namespace kiln::dist
+TensorList Zero1AdamW::state() {
+  AdamWState st = gather_state();  // collective; the full state lands on rank 0
+  TensorList out;
+  for (size_t i = 0; i < st.exp_avg.size(); ++i) {
+    out.emplace_back(names_[i] + "|exp_avg", st.exp_avg[i]);
+    out.emplace_back(names_[i] + "|exp_avg_sq", st.exp_avg_sq[i]);
+  }
+  return out;
+}
+
+void Zero1AdamW::load_state(const TensorList& state, int64_t steps) {
+  AdamWState st;
+  st.step = steps;
+  // Every rank checks what it was given (all ranks read the checkpoint), so a bad file fails on
+  // all of them before the broadcasts below.
+  if (sync_.comm().rank() == 0 || !state.empty()) {
+    std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
+    std::vector<at::IntArrayRef> shapes;
+    for (auto& p : sync_.params()) shapes.push_back(p.sizes());
+    check_adamw_state(by_name, names_, shapes);
+    for (auto& n : names_) {
+      st.exp_avg.push_back(by_name.at(n + "|exp_avg").to(at::kFloat));
+      st.exp_avg_sq.push_back(by_name.at(n + "|exp_avg_sq").to(at::kFloat));
+    }
+  }
+  load_state(st);
+}
+
+}  // namespace kiln::train

@@ -4,11 +4,11 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "dist/communicator.h"
-#include "dist/mpi_communicator.h"
-#include "dist/world.h"
+#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/world.h"
 
-namespace kiln::dist {
+namespace kiln::parallel {
 namespace {
 
 class Collectives : public ::testing::Test {
@@ -125,4 +125,4 @@ TEST_F(Collectives, MismatchedShapesAreInternalErrors) {
 }
 
 }  // namespace
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

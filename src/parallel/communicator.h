@@ -21,7 +21,7 @@ namespace kiln {
 struct DistConfig;
 }
 
-namespace kiln::dist {
+namespace kiln::parallel {
 
 class World;
 
@@ -48,6 +48,7 @@ class Communicator {
     ReduceOp reduce = ReduceOp::Sum;
     int root = 0;
     std::string label;     // shown in timeout messages, e.g. "grad bucket 2/7"
+    double timeout_s = 0;  // > 0: this operation's deadline instead of the communicator's
   };
 
   explicit Communicator(double timeout_s) : timeout_s_(timeout_s) {}
@@ -67,7 +68,9 @@ class Communicator {
   WorkPtr all_gather_async(at::Tensor out, at::Tensor in, std::string label = {});
   // in has size * out.numel() elements; rank r receives the reduction of chunk r.
   WorkPtr reduce_scatter_async(at::Tensor out, at::Tensor in, ReduceOp op, std::string label = {});
-  WorkPtr barrier_async(std::string label = {});
+  // timeout_s > 0: a longer deadline for a barrier that waits on slow work of one rank (rank 0
+  // merging a data store), which the collective timeout of a training step should not bound.
+  WorkPtr barrier_async(std::string label = {}, double timeout_s = 0);
 
   void all_reduce(at::Tensor t, ReduceOp op, std::string label = {}) { all_reduce_async(t, op, std::move(label))->wait(); }
   void broadcast(at::Tensor t, int root, std::string label = {}) { broadcast_async(t, root, std::move(label))->wait(); }
@@ -75,12 +78,13 @@ class Communicator {
   void reduce_scatter(at::Tensor out, at::Tensor in, ReduceOp op, std::string label = {}) {
     reduce_scatter_async(out, in, op, std::move(label))->wait();
   }
-  void barrier(std::string label = {}) { barrier_async(std::move(label))->wait(); }
+  void barrier(std::string label = {}, double timeout_s = 0) { barrier_async(std::move(label), timeout_s)->wait(); }
 
   // What the job is doing, for timeout messages: "step 12 (backward)". Thread-safe.
   void set_context(int64_t step, std::string what);
   std::string context() const;
   double timeout_s() const { return timeout_s_; }
+  double timeout_s(const Op& op) const { return op.timeout_s > 0 ? op.timeout_s : timeout_s_; }
 
  protected:
   virtual WorkPtr start(Op op) = 0;
@@ -100,9 +104,12 @@ class Communicator {
 // Throws InputError when `nccl` is asked for without CUDA.
 std::unique_ptr<Communicator> make_communicator(const kiln::DistConfig& cfg, World& world);
 
+// Every rank's bytes, on every rank (all[r] from rank r). Collective.
+std::vector<std::string> all_gather_bytes(const std::string& mine, Communicator& comm);
+
 // A SHA-256 over the bytes of the tensors (CPU copies), for checking that ranks agree.
 std::string tensors_checksum(const std::vector<at::Tensor>& tensors);
 // Collective: true when every rank's checksum of `tensors` equals rank 0's.
 bool same_on_all_ranks(Communicator& comm, const std::vector<at::Tensor>& tensors);
 
-}  // namespace kiln::dist
+}  // namespace kiln::parallel

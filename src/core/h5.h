@@ -1,0 +1,59 @@
+// The few HDF5 pieces that data stores and checkpoints share: an id that closes itself, string
+// attributes, 1-D arrays of native types, and HDF5's own error printing turned off (our errors name
+// the file instead). Kept out of other headers: <hdf5.h> is only included by .cpp files.
+#pragma once
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::h5 {
+
+struct Handle {  // closes an HDF5 id with the matching call
+  hid_t id;
+  herr_t (*close)(hid_t);
+  Handle(hid_t i, herr_t (*c)(hid_t)) : id(i), close(c) {}
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() {
+    if (id >= 0) close(id);
+  }
+};
+
+// Turns off HDF5's error stack printing (once per process).
+void quiet();
+
+// Attribute `name` of `obj` as a NUL-padded fixed-length string. write: InternalError on failure.
+void write_string_attr(hid_t obj, const char* name, const std::string& s);
+// false when the attribute is missing or is not a readable string.
+bool read_string_attr(hid_t obj, const char* name, std::string& out);
+
+// Native memory type of T (int32, int64, uint8, float, double).
+template <typename T>
+hid_t native_type();
+
+// Writes a 1-D dataset without timestamps (the same content gives the same bytes). InternalError
+// naming `path` on failure.
+void write_array(hid_t file, const std::string& name, hid_t type, const void* data, size_t n, const std::string& path);
+// Reads a 1-D dataset into `out` (resized). InputError naming `path` when it is not 1-D or unreadable.
+void read_array(hid_t file, const std::string& name, hid_t type, size_t elem_size, std::vector<char>& out,
+                const std::string& path);
+
+template <typename T>
+void write_vector(hid_t file, const std::string& name, const std::vector<T>& v, const std::string& path) {
+  write_array(file, name, native_type<T>(), v.data(), v.size(), path);
+}
+
+template <typename T>
+std::vector<T> read_vector(hid_t file, const std::string& name, const std::string& path) {
+  std::vector<char> bytes;
+  read_array(file, name, native_type<T>(), sizeof(T), bytes, path);
+  std::vector<T> v(bytes.size() / sizeof(T));
+  if (!v.empty()) std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(v.data()));
+  return v;
+}
+
+bool exists(hid_t loc, const std::string& name);
+
+}  // namespace kiln::h5
