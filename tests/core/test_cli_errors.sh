@@ -14,6 +14,7 @@ expect() {  # expect <code> <substring> -- command...
 printf 'model:\n  path: m\ntrain:\n  lr: 0.1\n  max_step: 3\n' > "$tmp/typo.yaml"
 printf 'model:\n  path: m\ntrain:\n  lr: big\n' > "$tmp/type.yaml"
 printf 'model:\n  path: m\n' > "$tmp/ok.yaml"
+printf 'method: ls_lama\nmodel:\n  path: m\n' > "$tmp/method.yaml"
 expect 2 "typo.yaml:5: unknown key \`train.max_step\` (did you mean \`train.max_steps\`?)" -- "$kiln" recipe "$tmp/typo.yaml"
 expect 2 "type.yaml:4: key \`train.lr\`: expected a number, got \`big\`" -- "$kiln" recipe "$tmp/type.yaml"
 expect 2 "key \`train.lr\`: 50 is out of range [0, 10]" -- "$kiln" recipe "$tmp/ok.yaml" train.lr=50
@@ -21,6 +22,8 @@ expect 2 "bad override \`train.lr\`" -- "$kiln" recipe "$tmp/ok.yaml" train.lr
 expect 2 "not found" -- "$kiln" recipe "$tmp/missing.yaml"
 expect 2 "key \`model.path\`: is required but missing" -- "$kiln" recipe "$tmp/ok.yaml" model.path=
 expect 0 "max_steps: 0" -- "$kiln" recipe "$tmp/ok.yaml"
+# The methods' registry is the one list of methods: a typo gets its closest name and the list.
+expect 2 "method.yaml:1: key \`method\`: unknown method \`ls_lama\` (did you mean \`ls_llama\`?); known methods: lm, ls_llama, regress" -- "$kiln" recipe "$tmp/method.yaml"
 expect 2 "" -- "$kiln" no-such-verb
 expect 0 "kiln " -- "$kiln" version
 exit $fail
