@@ -12,6 +12,8 @@ packages=(
   # MPI, storage, config, logging, tokenizer, CLI, JSON
   libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libfmt-dev libspdlog-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev
+  # PRM800K ships as .jsonl.xz (FRACTAL's reader runs `xz -dc`)
+  xz-utils
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
 )

@@ -1,6 +1,8 @@
 // `kiln eval R.yaml [key=value ...] [--checkpoint FILE|RUN_DIR] [--base]`: evaluates trained weights
 // on the recipe's eval split across all ranks (metrics from gathered predictions) and prints them as
-// JSON on stdout. Without --checkpoint: the newest good checkpoint of the recipe's run directory.
+// JSON on stdout. Without --checkpoint: the newest good checkpoint of the recipe's run directory
+// (of each phase's, for a method that trains in phases).
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -18,25 +20,40 @@ RecipeArgs g_eval_args;
 std::string g_checkpoint;
 bool g_base = false;
 
-int run_eval() {
-  Session s(g_eval_args);
-  if (!g_checkpoint.empty()) s.recipe.checkpoint.resume = g_checkpoint;
-  if (g_base) s.recipe.checkpoint.resume = "none";
-  train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
+// Evaluates the checkpoint `recipe` resolves to; its JSON on rank 0.
+nlohmann::json evaluate(Session& s, const Recipe& recipe) {
+  train::Trainer trainer(recipe, *s.task, s.world, *s.comm);
   std::string from = trainer.resume_path();
   if (from.empty() && !g_base)
     input_error("no checkpoint to evaluate in {} (give --checkpoint, or --base for the untrained model)",
                 trainer.run_dir());
   if (!from.empty()) trainer.load_checkpoint(from);
   auto m = trainer.evaluate();
-  if (s.world.is_root()) {
-    nlohmann::json j;
-    j["checkpoint"] = from;
-    j["step"] = trainer.step();
-    j["main_metric"] = s.task->main_metric();
-    for (auto& [k, v] : m) j["metrics"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-    std::cout << j.dump(2) << std::endl;
+  nlohmann::json j;
+  j["checkpoint"] = from;
+  j["step"] = trainer.step();
+  j["main_metric"] = s.task->main_metric();
+  for (auto& [k, v] : m) j["metrics"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  return j;
+}
+
+int run_eval() {
+  Session s(g_eval_args);
+  if (!g_checkpoint.empty()) s.recipe.checkpoint.resume = g_checkpoint;
+  if (g_base) s.recipe.checkpoint.resume = "none";
+  nlohmann::json out;
+  if (s.task->phases().empty() || !g_checkpoint.empty() || g_base) {
+    out = evaluate(s, s.recipe);
+  } else {
+    // A method that trains in phases: each phase's newest checkpoint in <run_dir>/<phase>.
+    for (const std::string& phase : s.task->phases()) {
+      Recipe r = s.recipe;
+      r.checkpoint.run_dir = (std::filesystem::path(train::run_dir_of(s.recipe)) / phase).string();
+      s.task->begin_phase(phase, *s.comm);
+      out["phases"][phase] = evaluate(s, r);
+    }
   }
+  if (s.world.is_root()) std::cout << out.dump(2) << std::endl;
   return kExitOk;
 }
 }  // namespace

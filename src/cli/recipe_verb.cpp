@@ -15,7 +15,9 @@ void add_recipe(CLI::App& app, Action& action) {
   sub->callback([&action] {
     action = [] {
       Recipe r = read_recipe(args.recipe, args.overrides);
-      methods::make_task(r);  // an unknown method is refused here too, with the known ones
+      // An unknown method is refused here too, with the known ones; so is data the method cannot read.
+      auto task = methods::make_task(r);
+      if (auto enc = task->encoder(r); enc && !r.data.train.empty()) enc->check(r.data);
       std::cout << recipe::to_yaml(r.tree);
       return 0;
     };

@@ -11,6 +11,7 @@
 #include "parallel/world.h"
 #include "cli/train_session.h"
 #include "methods/registry.h"
+#include "train/phases.h"
 #include "train/trainer.h"
 
 namespace kiln::cli {
@@ -37,14 +38,26 @@ Session::~Session() = default;
 
 int run_train(const RecipeArgs& args) {
   Session s(args);
-  train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
-  train::FitResult res = trainer.fit();
-  if (res.preempted) {
-    log::warn("stopped at step {} of {}; checkpoint {}; run the same command again to continue", res.step,
-              trainer.total_steps(), res.last_checkpoint);
-    return kExitPreempted;
+  train::FitResult res;
+  std::string run_dir = train::run_dir_of(s.recipe);
+  if (s.task->phases().empty()) {
+    train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
+    res = trainer.fit();
+    if (res.preempted) {
+      log::warn("stopped at step {} of {}; checkpoint {}; run the same command again to continue", res.step,
+                trainer.total_steps(), res.last_checkpoint);
+      return kExitPreempted;
+    }
+  } else {
+    auto phases = train::fit_phases(s.recipe, *s.task, s.world, *s.comm);
+    res = phases.back().fit;
+    if (res.preempted) {
+      log::warn("phase {} stopped at step {}; checkpoint {}; run the same command again to continue",
+                phases.back().phase, res.step, res.last_checkpoint);
+      return kExitPreempted;
+    }
   }
-  std::string dir = (std::filesystem::path(trainer.run_dir()) / "adapter").string();
+  std::string dir = (std::filesystem::path(run_dir) / "adapter").string();
   if (s.recipe.checkpoint.export_adapter && s.recipe.lora.enabled && s.world.is_root() &&
       !(res.already_complete && std::filesystem::exists(dir))) {
     s.task->export_adapter(dir);

@@ -37,7 +37,9 @@ void read_lora(recipe::Section s, LoraConfig& c) {
 }
 
 void read_data(recipe::Section s, DataConfig& c) {
-  c.format = s.get_choice("format", c.format, {"conll", "tsv", "csv", "sst", "jsonl", "text", "conversation"});
+  // The readers of src/data know conll, tsv, csv, sst, jsonl, text and conversation; a method may read
+  // formats of its own (Encoder::read), so the method's encoder checks this key.
+  c.format = s.get_string("format", c.format);
   c.train = s.get_path("train", c.train);
   c.eval = s.get_path("eval", c.eval);
   c.store_dir = s.get_path("store_dir", c.store_dir);

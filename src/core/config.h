@@ -27,7 +27,7 @@ struct LoraConfig {
 };
 
 struct DataConfig {
-  std::string format = "tsv";              // conll | tsv | csv | sst | jsonl | text | conversation
+  std::string format = "tsv";              // conll | tsv | csv | sst | jsonl | text | conversation, or a method's
   std::string train;                       // source files
   std::string eval;
   std::string store_dir;                   // HDF5 stores written by `kiln preprocess` (default <run_dir>/data)

@@ -172,7 +172,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const 
   splits.push_back({"train", c.train, c.max_train_examples, {}, {}});
   if (!c.eval.empty()) splits.push_back({"eval", c.eval, c.max_eval_examples, {}, {}});
   for (auto& s : splits) {
-    s.records = enc.read(c, s.file, &s.stats);
+    s.records = enc.read(c, s.name, s.file, &s.stats);
     if (s.limit > 0 && int64_t(s.records.size()) > s.limit) s.records.resize(size_t(s.limit));
     if (s.records.empty())
       input_error("{}: no {} records{} (data.{})", s.file, f,

@@ -512,7 +512,9 @@ std::vector<Record> read_records(const std::string& format, const std::string& p
   if (format == "jsonl") return read_jsonl(path, o, st);
   if (format == "text") return read_text(path, o, st);
   if (format == "conversation") return read_conversations(path, o, st);
-  input_error("key `data.format`: unknown format `{}`", format);
+  input_error("key `data.format`: unknown format `{}` (kiln reads conll, tsv, csv, sst, jsonl, text, conversation; a "
+              "method may read more)",
+              format);
 }
 
 }  // namespace kiln::data

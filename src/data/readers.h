@@ -22,8 +22,8 @@ struct Record {
   std::string text;                    // classification / plain text
   std::string text_pair;               // optional second text (data.text_pair_field)
   std::string label;                   // classification label, as written in the file
-  std::vector<std::string> words;      // CoNLL tokens
-  std::vector<std::string> tags;       // CoNLL tags, one per word
+  std::vector<std::string> words;      // CoNLL tokens; a bag's sentences (a method's reader)
+  std::vector<std::string> tags;       // CoNLL tags, one per word; the sentences' labels, "" when unknown
   std::vector<Turn> turns;             // conversation
   std::string file;
   int64_t line = 0;                    // 1-based line where the record starts

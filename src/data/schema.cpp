@@ -53,7 +53,8 @@ int32_t EncodeContext::label_id(const std::string& label) const {
   return int32_t(it - label_names.begin());
 }
 
-std::vector<Record> Encoder::read(const DataConfig& c, const std::string& path, ReadStats* stats) const {
+std::vector<Record> Encoder::read(const DataConfig& c, const std::string&, const std::string& path,
+                                  ReadStats* stats) const {
   return read_records(c.format, path, options_from(c), stats);
 }
 

@@ -36,6 +36,9 @@ const char* dtype_name(DType t);
 const char* per_name(Per p);
 
 struct Field {
+  Field() = default;
+  Field(std::string n, DType t, Per p, double pad_value = 0, std::string offsets_name = "")
+      : name(std::move(n)), dtype(t), per(p), pad(pad_value), offsets(std::move(offsets_name)) {}
   std::string name;
   DType dtype = DType::i32;
   Per per = Per::example;
@@ -82,8 +85,10 @@ class Encoder {
   // Checks the recipe's data section before any file is read (format and kind combinations):
   // InputError naming the key.
   virtual void check(const DataConfig& c) const {}
-  // How records are read; the default reads data.format with the reader options of data.*.
-  virtual std::vector<Record> read(const DataConfig& c, const std::string& path, ReadStats* stats) const;
+  // How the records of `split` (train | eval) are read from `path`; the default reads data.format
+  // with the reader options of data.*. stats->records must count the records returned.
+  virtual std::vector<Record> read(const DataConfig& c, const std::string& split, const std::string& path,
+                                   ReadStats* stats) const;
   // Label names in id order, from every split's records (identical on every rank). Default: none.
   virtual std::vector<std::string> labels(const DataConfig& c, const std::vector<Record>& train,
                                           const std::vector<Record>& eval) const {

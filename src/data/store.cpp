@@ -14,17 +14,6 @@ namespace {
 using json = nlohmann::json;
 using h5::Handle;
 
-// The HDF5 memory type and element size of a field's values.
-hid_t h5_type(DType t) {
-  switch (t) {
-    case DType::i32: return H5T_NATIVE_INT32;
-    case DType::i64: return H5T_NATIVE_INT64;
-    case DType::u8: return H5T_NATIVE_UINT8;
-    case DType::f32: return H5T_NATIVE_FLOAT;
-  }
-  return H5T_NATIVE_INT32;
-}
-
 DType dtype_from(const std::string& s, const std::string& where) {
   for (DType t : {DType::i32, DType::i64, DType::u8, DType::f32})
     if (s == dtype_name(t)) return t;

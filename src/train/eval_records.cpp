@@ -42,6 +42,7 @@ const std::vector<int64_t>& EvalRecords::ints_of(const std::string& n) const { r
 const std::vector<double>& EvalRecords::reals_of(const std::string& n) const { return column_of(reals, n); }
 const std::vector<std::vector<int32_t>>& EvalRecords::seqs_of(const std::string& n) const { return column_of(seqs, n); }
 const std::vector<std::string>& EvalRecords::texts_of(const std::string& n) const { return column_of(texts, n); }
+const std::vector<std::vector<double>>& EvalRecords::vecs_of(const std::string& n) const { return column_of(vecs, n); }
 
 void EvalRecords::append(const EvalRecords& o) {
   example.insert(example.end(), o.example.begin(), o.example.end());
@@ -49,6 +50,7 @@ void EvalRecords::append(const EvalRecords& o) {
   append_columns(reals, o.reals);
   append_columns(seqs, o.seqs);
   append_columns(texts, o.texts);
+  append_columns(vecs, o.vecs);
   loss_sum += o.loss_sum;
   loss_count += o.loss_count;
 }
@@ -61,6 +63,7 @@ void EvalRecords::sort_by_example() {
   sort_columns(reals, perm);
   sort_columns(seqs, perm);
   sort_columns(texts, perm);
+  sort_columns(vecs, perm);
   std::vector<int64_t> ex;
   ex.reserve(example.size());
   for (size_t i : perm) ex.push_back(example[i]);
@@ -133,6 +136,12 @@ std::string EvalRecords::serialize() const {
     w.pod(uint64_t(v.size()));
     for (auto& s : v) w.str(s);
   }
+  w.pod(uint64_t(vecs.size()));
+  for (auto& [n, v] : vecs) {
+    w.str(n);
+    w.pod(uint64_t(v.size()));
+    for (auto& s : v) w.vec(s);
+  }
   w.pod(loss_sum);
   w.pod(loss_count);
   return std::move(w.out);
@@ -157,6 +166,10 @@ EvalRecords EvalRecords::deserialize(const std::string& bytes) {
   for (size_t k = 0, n = size_t(r.pod<uint64_t>()); k < n; ++k) {
     auto& col = e.texts[r.str()];
     for (size_t i = 0, m = size_t(r.pod<uint64_t>()); i < m; ++i) col.push_back(r.str());
+  }
+  for (size_t k = 0, n = size_t(r.pod<uint64_t>()); k < n; ++k) {
+    auto& col = e.vecs[r.str()];
+    for (size_t i = 0, m = size_t(r.pod<uint64_t>()); i < m; ++i) col.push_back(r.vec<double>());
   }
   e.loss_sum = r.pod<double>();
   e.loss_count = r.pod<int64_t>();

@@ -23,6 +23,7 @@ struct EvalRecords {
   std::map<std::string, std::vector<double>> reals;
   std::map<std::string, std::vector<std::vector<int32_t>>> seqs;
   std::map<std::string, std::vector<std::string>> texts;
+  std::map<std::string, std::vector<std::vector<double>>> vecs;  // e.g. a score per sentence of a bag
   // Summed over the evaluated targets (tokens or examples) of this rank; the gather adds them.
   double loss_sum = 0;
   int64_t loss_count = 0;
@@ -33,6 +34,7 @@ struct EvalRecords {
   const std::vector<double>& reals_of(const std::string& name) const;
   const std::vector<std::vector<int32_t>>& seqs_of(const std::string& name) const;
   const std::vector<std::string>& texts_of(const std::string& name) const;
+  const std::vector<std::vector<double>>& vecs_of(const std::string& name) const;
   // Appends another rank's records (used by the gather; also handy in tests). Both must have the
   // same columns, or one of them none.
   void append(const EvalRecords& o);

@@ -97,6 +97,16 @@ class Task {
   // The metric that names the result in the results table and in logs (e.g. "accuracy", "span_f1").
   virtual std::string main_metric() const { return "loss"; }
 
+  // Phases: a method that trains several models in one run (FRACTAL: its baselines, then a round on
+  // pseudo-labels) names them in order; each phase is a whole training run in <run_dir>/<phase>
+  // with its own checkpoints and results, and the run's results.md has a row per phase
+  // (train/phases.h). Empty: one phase, the run itself.
+  virtual std::vector<std::string> phases() const { return {}; }
+  // Called on every rank before phase `name` trains, after the previous phase trained (or, on a
+  // rerun, was loaded from its last checkpoint): set up the phase's model and targets. `comm` for
+  // anything collective.
+  virtual void begin_phase(const std::string& name, parallel::Communicator& comm) {}
+
   // Exports (rank 0, after training or from a loaded checkpoint). Default: InputError saying the
   // method cannot export that form.
   virtual void export_adapter(const std::string& dir);

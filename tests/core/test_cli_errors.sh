@@ -23,7 +23,7 @@ expect 2 "not found" -- "$kiln" recipe "$tmp/missing.yaml"
 expect 2 "key \`model.path\`: is required but missing" -- "$kiln" recipe "$tmp/ok.yaml" model.path=
 expect 0 "max_steps: 0" -- "$kiln" recipe "$tmp/ok.yaml"
 # The methods' registry is the one list of methods: a typo gets its closest name and the list.
-expect 2 "method.yaml:1: key \`method\`: unknown method \`ls_lama\` (did you mean \`ls_llama\`?); known methods: lm, ls_llama, regress" -- "$kiln" recipe "$tmp/method.yaml"
+expect 2 "method.yaml:1: key \`method\`: unknown method \`ls_lama\` (did you mean \`ls_llama\`?); known methods: fractal, lm, ls_llama, regress" -- "$kiln" recipe "$tmp/method.yaml"
 expect 2 "" -- "$kiln" no-such-verb
 expect 0 "kiln " -- "$kiln" version
 exit $fail

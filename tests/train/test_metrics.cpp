@@ -138,6 +138,7 @@ TEST(EvalRecords, SerializeAndSort) {
   r.seqs["gold_tags"] = {{1, 1}, {}, {3}};
   r.texts["pred_text"] = {"a", "", "c"};
   r.texts["gold_text"] = {"a", "b", "c"};
+  r.vecs["scores"] = {{0.5}, {0.25, 0.75}, {}};
   r.loss_sum = 1.5;
   r.loss_count = 7;
   EvalRecords back = EvalRecords::deserialize(r.serialize());
@@ -147,6 +148,7 @@ TEST(EvalRecords, SerializeAndSort) {
   EXPECT_EQ(back.reals_of("score"), (std::vector<double>{0.25, 0.5, 0.125}));
   EXPECT_EQ(back.seqs_of("pred_tags")[1], (std::vector<int32_t>{1, 2}));
   EXPECT_EQ(back.texts_of("gold_text")[0], "b");
+  EXPECT_EQ(back.vecs_of("scores")[0], (std::vector<double>{0.25, 0.75}));
   EXPECT_TRUE(back.ints_of("absent").empty());
   // A column of another length than the examples is a broken method, caught before metrics run.
   r.ints["pred"].pop_back();

@@ -35,7 +35,8 @@ class LmEncoder : public data::Encoder {
     if (c.kind != "auto" && c.kind != "lm")
       input_error("key `data.kind`: method lm makes `lm` stores (or `auto`), not `{}`", c.kind);
   }
-  std::vector<data::Record> read(const DataConfig& c, const std::string& path, data::ReadStats* stats) const override {
+  std::vector<data::Record> read(const DataConfig& c, const std::string&, const std::string& path,
+                                 data::ReadStats* stats) const override {
     data::ReadOptions o = data::options_from(c);
     o.label_field.clear();
     return data::read_records(c.format, path, o, stats);

@@ -19,9 +19,8 @@ class SequenceEncoder : public data::Encoder {
   void check(const DataConfig& c) const override {
     if (c.format == "conll")
       input_error("key `data.kind`: CoNLL files make a token_classification store, not `classification`");
-    if (c.format == "text" || c.format == "conversation")
-      input_error("key `data.format`: `{}` has no labels to classify (method ls_llama reads tsv, csv, sst, jsonl or "
-                  "conll)",
+    if (c.format != "tsv" && c.format != "csv" && c.format != "sst" && c.format != "jsonl")
+      input_error("key `data.format`: method ls_llama classifies tsv, csv, sst, jsonl or conll records, not `{}`",
                   c.format);
   }
   std::vector<std::string> labels(const DataConfig& c, const std::vector<data::Record>& train,

@@ -1,0 +1,210 @@
+// FRACTAL's pieces against hand-computed values: the bag losses and their gradients on ragged bags
+// (a bag of one among them), each prior, every pseudo-label rule, the PRM800K path reconstruction
+// on the raw rows of a known problem, the readers, and the sentence AUC with ties.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "methods/fractal/bags.h"
+#include "methods/fractal/losses.h"
+#include "train/metrics.h"
+
+using namespace kiln::methods::fractal;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = std::string(KILN_SHARED_DIR) + "/data/";
+
+// Two bags padded to 3 sentences: [0.5, -1, 2] and [1.5] (a bag of one). The padding holds
+// logits that would win a max (or a min) if padding were not masked out exactly.
+struct Bags {
+  at::Tensor logits, mask, y;
+  Bags(double pad) {
+    logits = at::tensor({0.5, -1.0, 2.0, 1.5, pad, pad}, at::kDouble).view({2, 3}).requires_grad_(true);
+    mask = at::tensor({1, 1, 1, 1, 0, 0}, at::kInt).to(at::kBool).view({2, 3});
+    y = at::tensor({0.0, 1.0}, at::kDouble);
+  }
+  std::vector<double> grad() const {
+    auto g = logits.grad().contiguous();
+    return std::vector<double>(g.data_ptr<double>(), g.data_ptr<double>() + 6);
+  }
+};
+
+void expect_near(const std::vector<double>& got, const std::vector<double>& want, double tol = 1e-9) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "element " << i;
+}
+
+std::vector<std::string> lines_of(const std::string& xz, int first, int last) {
+  std::string cmd = "xz -dc '" + xz + "' | sed -n '" + std::to_string(first) + "," + std::to_string(last) + "p'";
+  FILE* f = popen(cmd.c_str(), "r");
+  std::vector<std::string> out;
+  std::string cur;
+  for (int c; (c = fgetc(f)) != EOF;) {
+    if (c == '\n') out.push_back(cur), cur.clear();
+    else cur += char(c);
+  }
+  pclose(f);
+  return out;
+}
+
+}  // namespace
+
+TEST(FractalLoss, MaxIsExactOverRealSentences) {
+  Bags b(50.0);
+  at::Tensor l = bag_loss(b.logits, b.mask, b.y, Aggregation::max);
+  // bag 0: y=0, max logit 2: softplus(2); bag 1: y=1, logit 1.5: softplus(-1.5).
+  EXPECT_NEAR(l.item<double>(), 2.328341289025725, 1e-9);
+  l.backward();
+  // Only each bag's maximum gets a gradient: sigmoid(2) and -sigmoid(-1.5); padding none.
+  expect_near(b.grad(), {0, 0, 0.8807970779778823, -0.18242552380635635, 0, 0});
+}
+
+TEST(FractalLoss, MinIsExactOverRealSentences) {
+  Bags b(-50.0);
+  at::Tensor l = bag_loss(b.logits, b.mask, b.y, Aggregation::min);
+  EXPECT_NEAR(l.item<double>(), 0.5146749655009754, 1e-9);  // softplus(-1) + softplus(-1.5)
+  l.backward();
+  expect_near(b.grad(), {0, 0.2689414213699951, 0, -0.18242552380635635, 0, 0});
+}
+
+TEST(FractalLoss, AvgOfProbabilities) {
+  Bags b(50.0);
+  at::Tensor l = bag_loss(b.logits, b.mask, b.y, Aggregation::avg);
+  // bag 0: -log(1 - mean(sigmoid(0.5), sigmoid(-1), sigmoid(2))); bag 1: -log(sigmoid(1.5)).
+  EXPECT_NEAR(l.item<double>(), 1.094799849700076, 1e-9);
+  l.backward();
+  expect_near(b.grad(), {0.19140193595423782, 0.16013323492457435, 0.0855134385782329, -0.18242552380635635, 0, 0});
+  // The bag probability the metrics use agrees with the loss's.
+  at::Tensor p = bag_probability(b.logits.detach(), b.mask, Aggregation::max);
+  EXPECT_NEAR(p[0].item<double>(), 0.8807970779778823, 1e-12);
+}
+
+TEST(FractalPrior, Cosine) {
+  // Context [1, 0]; sentence 1 along it (s = 1), sentence 2 orthogonal (s = 0.5); p = 0.5 for both:
+  // (BCE(1, 0.5) + BCE(0.5, 0.5)) / 2 = log 2.
+  at::Tensor logits = at::zeros({1, 2}, at::kDouble);
+  at::Tensor mask = at::ones({1, 2}, at::kBool);
+  at::Tensor sent = at::tensor({1.0, 0.0, 0.0, 1.0}, at::kDouble).view({1, 2, 2});
+  at::Tensor ctx = at::tensor({1.0, 0.0}, at::kDouble).view({1, 2});
+  EXPECT_NEAR(cosine_prior(logits, mask, sent, ctx).item<double>(), std::log(2.0), 1e-12);
+}
+
+TEST(FractalPrior, Correlation) {
+  // e1 = [1, 2, 3], e2 = [3, 2, 1]: pearson -1, so c12 = 0 and c11 = c22 = 1; p = (0.5, 0.75).
+  // i=j=1: |0.25 - 1| |0.25 - 1| = 0.5625; i=j=2: |0.0625 - 1| |0.5625 - 1| = 0.41015625;
+  // i != j, twice: |0.125| |0.375| = 0.046875. Sum 1.06640625, over n = 2 sentences.
+  at::Tensor logits = at::tensor({0.0, std::log(3.0), 9.0}, at::kDouble).view({1, 3});
+  at::Tensor mask = at::tensor({1, 1, 0}, at::kInt).to(at::kBool).view({1, 3});  // and a padded third sentence
+  at::Tensor sent = at::tensor({1.0, 2.0, 3.0, 3.0, 2.0, 1.0, 7.0, -1.0, 4.0}, at::kDouble).view({1, 3, 3});
+  EXPECT_NEAR(correlation_prior(logits, mask, sent).item<double>(), 1.06640625 / 2, 1e-12);
+}
+
+TEST(FractalPseudoLabels, EveryRule) {
+  // MAX, negative bag: all 0 whatever the scores.
+  EXPECT_EQ(pseudo_labels({0.9, 0.2}, 0, Aggregation::max), (std::vector<int32_t>{0, 0}));
+  // MAX, positive bag with no sentence above 0.5: the highest becomes 1.
+  EXPECT_EQ(pseudo_labels({0.3, 0.45, 0.1}, 1, Aggregation::max), (std::vector<int32_t>{0, 1, 0}));
+  // MAX, positive bag already consistent: thresholded as is.
+  EXPECT_EQ(pseudo_labels({0.7, 0.2, 0.6}, 1, Aggregation::max), (std::vector<int32_t>{1, 0, 1}));
+  // MIN, positive bag: all 1.
+  EXPECT_EQ(pseudo_labels({0.1, 0.9}, 1, Aggregation::min), (std::vector<int32_t>{1, 1}));
+  // MIN, negative bag with no sentence at or below 0.5: the lowest becomes 0.
+  EXPECT_EQ(pseudo_labels({0.8, 0.55, 0.9}, 0, Aggregation::min), (std::vector<int32_t>{1, 0, 1}));
+  // MIN, negative bag already consistent.
+  EXPECT_EQ(pseudo_labels({0.8, 0.3, 0.2}, 0, Aggregation::min), (std::vector<int32_t>{1, 0, 0}));
+  // AVG: no consistency rule, the threshold alone; a bag of one.
+  EXPECT_EQ(pseudo_labels({0.51}, 0, Aggregation::avg), (std::vector<int32_t>{1}));
+}
+
+TEST(FractalData, Prm800kPathsOfAKnownProblem) {
+  // Rows 7004-7012 hold one problem ("It takes Alice 25 minutes to clean her room..."): four steps
+  // rated 1, then five rated alternatives for step 5, one of them -1 ("I'm a fast cleaner.").
+  auto lines = lines_of(kData + "prm800k/phase1_train_plus.stepwise-critic.jsonl.xz", 7004, 7012);
+  ASSERT_EQ(lines.size(), 9u);
+  auto bags = prm800k_bags(lines, "rows");
+  ASSERT_EQ(bags.size(), 5u);  // every path ends at one of the five alternatives
+  int bad = 0;
+  for (auto& b : bags) {
+    ASSERT_EQ(b.words.size(), 5u);
+    EXPECT_EQ(b.words[0], "So we can just multiply 25 by $\\frac{2}{5}$.");
+    EXPECT_EQ(b.words[3], "So it takes Bob 10 minutes to clean his room.");
+    if (b.words[4] == "I'm a fast cleaner.") {
+      ++bad;
+      EXPECT_EQ(b.label, "0");  // MIN: one step rated -1
+      EXPECT_EQ(b.tags, (std::vector<std::string>{"1", "1", "1", "1", "0"}));
+    } else {
+      EXPECT_EQ(b.label, "1");
+      EXPECT_EQ(b.tags, (std::vector<std::string>{"1", "1", "1", "1", "1"}));
+    }
+    EXPECT_EQ(b.text.rfind("It takes Alice $25$ minutes", 0), 0u);
+  }
+  EXPECT_EQ(bad, 1);
+  // The rows in another order make the same bags.
+  std::vector<std::string> rev(lines.rbegin(), lines.rend());
+  EXPECT_EQ(prm800k_bags(rev, "rows").size(), 5u);
+}
+
+TEST(FractalData, WikiqaBagsAndHoldOut) {
+  auto bags = read_wikiqa(kData + "wikiqa/dev.tsv");
+  ASSERT_EQ(bags.size(), 122u);  // SOURCES.md: 122 questions, 1,126 pairs, 136 positive
+  size_t pairs = 0, pos = 0;
+  for (auto& b : bags) {
+    pairs += b.words.size();
+    for (auto& t : b.tags) pos += t == "1";
+    EXPECT_EQ(b.label, "1");  // the filtered splits keep answered questions only
+  }
+  EXPECT_EQ(pairs, 1126u);
+  EXPECT_EQ(pos, 136u);
+  // hold_out splits the contexts: disjoint, and together all of them.
+  auto train = hold_out(bags, 0.3, false), eval = hold_out(bags, 0.3, true);
+  EXPECT_EQ(train.size() + eval.size(), bags.size());
+  EXPECT_GT(eval.size(), 20u);
+  for (auto& e : eval)
+    for (auto& t : train) ASSERT_NE(e.text, t.text);
+}
+
+TEST(FractalData, BagsJsonlAndItsErrors) {
+  auto dir = fs::temp_directory_path() / "kiln_fractal_bags";
+  fs::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream((dir / name).string()) << text;
+    return (dir / name).string();
+  };
+  auto ok = write("ok.jsonl",
+                  "{\"context\": \"q\", \"sentences\": [\"a\", \"b\"], \"label\": 1, \"sentence_labels\": [0, true]}\n"
+                  "\n{\"context\": \"r\", \"sentences\": [\"c\"], \"label\": false}\n");
+  auto bags = read_bags(ok);
+  ASSERT_EQ(bags.size(), 2u);
+  EXPECT_EQ(bags[0].tags, (std::vector<std::string>{"0", "1"}));
+  EXPECT_EQ(bags[1].tags, (std::vector<std::string>{""}));  // unknown
+  EXPECT_EQ(bags[1].label, "0");
+  EXPECT_EQ(bags[1].line, 3);
+  auto expect_error = [&](const std::string& text, const std::string& needle) {
+    auto p = write("bad.jsonl", text);
+    try {
+      read_bags(p);
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const kiln::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(p + needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("{\"context\": \"q\", \"sentences\": [], \"label\": 1}\n", ":1: a bag needs at least one sentence");
+  expect_error("{\"context\": \"q\", \"sentences\": [\"a\"], \"label\": 2}\n", ":1: `label` must be 0, 1");
+  expect_error("\n{\"context\": \"q\", \"sentences\": [\"a\"], \"label\": 1, \"sentence_labels\": [1, 0]}\n",
+               ":2: `sentence_labels` must list one label per sentence");
+  expect_error("{\"sentences\": [\"a\"], \"label\": 1}\n", ":1: a bag needs `context`");
+  fs::remove_all(dir);
+}
+
+TEST(FractalMetric, SentenceAucWithTies) {
+  // Positives {0.4, 0.8} against negatives {0.1, 0.4}: 1 + 0.5 (the tie) + 1 + 1 of 4 pairs.
+  EXPECT_DOUBLE_EQ(kiln::train::auc_roc({0.1, 0.4, 0.4, 0.8}, {0, 0, 1, 1}), 0.875);
+}
