@@ -140,6 +140,15 @@ StoreData encode_records(const Encoder& enc, const std::vector<Record>& records,
     const Record& rec = records[i];
     Example ex;
     enc.encode(rec, ctx, ex);
+    // Token fields run parallel to the ids: a length mismatch is the encoder's bug, caught before
+    // truncation would hide it.
+    for (auto& f : fields)
+      if (f.per == Per::token) {
+        auto it = ex.values.find(f.name);
+        KILN_CHECK(it != ex.values.end() && values_size(it->second) == ex.ids.size(),
+                   "{}: encoder gave token field `{}` {} values for {} tokens", rec.where(), f.name,
+                   it == ex.values.end() ? 0 : values_size(it->second), ex.ids.size());
+      }
     if (cut && truncate(rec, c, tok.bos_id(), fields, ex)) ++d.meta.truncated;
     d.add(ex, rec.line);
   }
@@ -218,6 +227,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const 
           all.append(p);
           all.meta.truncated += p.meta.truncated;
         }
+        all.meta.encoded = all.size();
         enc.finish(all, c);
         StoreMeta& m = all.meta;
         m.kind = enc.kind();
@@ -226,6 +236,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const 
         m.tokenizer_checksum = tok.checksum();
         m.bos_id = tok.bos_id(), m.eos_id = tok.eos_id(), m.pad_id = tok.pad_id();
         m.max_len = c.max_len;
+        m.truncation = c.truncation;
         m.label_names = labels;
         m.sources = {{fs::absolute(s.file).string(), sha256_file(s.file), s.stats.records, s.stats.skipped}};
         m.recipe = recipe::to_yaml(r.tree);

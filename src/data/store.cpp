@@ -115,7 +115,9 @@ std::string meta_to_json(const StoreMeta& m) {
   j["eos_id"] = m.eos_id;
   j["pad_id"] = m.pad_id;
   j["max_len"] = m.max_len;
+  j["truncation"] = m.truncation;
   j["truncated"] = m.truncated;
+  j["encoded"] = m.encoded;
   j["label_names"] = m.label_names;
   j["sources"] = json::array();
   for (auto& s : m.sources)
@@ -143,7 +145,9 @@ StoreMeta meta_from_json(const std::string& s, const std::string& where) {
     m.eos_id = j.at("eos_id").get<int32_t>();
     m.pad_id = j.at("pad_id").get<int32_t>();
     m.max_len = j.at("max_len").get<int64_t>();
+    m.truncation = j.value("truncation", std::string());
     m.truncated = j.at("truncated").get<int64_t>();
+    m.encoded = j.value("encoded", int64_t(-1));
     m.label_names = j.at("label_names").get<std::vector<std::string>>();
     for (auto& e : j.at("sources"))
       m.sources.push_back({e.at("path").get<std::string>(), e.at("sha256").get<std::string>(),

@@ -42,7 +42,9 @@ struct StoreMeta {
   std::string tokenizer_checksum;
   int32_t bos_id = 1, eos_id = 2, pad_id = 2;
   int64_t max_len = 0;
+  std::string truncation;                  // data.truncation it was made with ("" in older stores)
   int64_t truncated = 0;                   // examples cut to max_len
+  int64_t encoded = -1;                    // records encoded, before Encoder::finish (packing); -1: unknown
   std::vector<std::string> label_names;    // label id -> name (tags for token classification)
   std::vector<SourceInfo> sources;
   std::vector<Field> fields;               // the method's schema

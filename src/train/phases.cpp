@@ -1,5 +1,8 @@
 #include "train/phases.h"
 
+#include <ATen/ATen.h>
+#include <fmt/ranges.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -11,6 +14,8 @@
 #include "core/log.h"
 #include "parallel/communicator.h"
 #include "parallel/world.h"
+#include "core/error.h"
+#include "train/signals.h"
 #include "train/task.h"
 
 namespace kiln::train {
@@ -21,6 +26,13 @@ std::vector<PhaseResult> fit_phases(const Recipe& recipe, Task& task, parallel::
                                     parallel::Communicator& comm) {
   std::vector<std::string> names = task.phases();
   const std::string run_dir = run_dir_of(recipe);
+  const std::string& resume = recipe.checkpoint.resume;
+  // One checkpoint file cannot resume every phase: each phase resumes from its own directory.
+  if (resume != "auto" && resume != "none")
+    input_error("key `checkpoint.resume`: method `{}` trains in phases ({}), each resuming from <run_dir>/<phase>; "
+                "use auto or none, not `{}`",
+                recipe.method, fmt::join(names, ", "), resume);
+  StopSignals signals;  // a stop that arrives between two phases is not lost
   std::vector<PhaseResult> out;
   for (const std::string& name : names) {
     Recipe r = recipe;
@@ -34,6 +46,14 @@ std::vector<PhaseResult> fit_phases(const Recipe& recipe, Task& task, parallel::
     p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.push_back(p);
     if (p.fit.preempted) return out;
+    at::Tensor stop = at::full({1}, StopSignals::requested() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble));
+    comm.all_reduce(stop, parallel::ReduceOp::Sum, "stop between phases");
+    if (stop.item<double>() > 0 && out.size() < names.size()) {
+      log::warn("stop signal received after phase {}: its checkpoint is written; exiting (code {})", name,
+                int(kExitPreempted));
+      out.back().fit.preempted = true;
+      return out;
+    }
   }
   if (world.is_root()) {
     nlohmann::json j;

@@ -6,6 +6,7 @@ namespace kiln::train {
 
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
+int g_depth = 0;  // StopSignals alive: a run of phases holds one around each phase's own
 extern "C" void on_stop_signal(int sig) {
   if (!g_signal) g_signal = sig;
 }
@@ -16,7 +17,9 @@ struct StopSignals::Saved {
 };
 
 StopSignals::StopSignals() : saved_(new Saved) {
-  g_signal = 0;  // only signals that arrive while the handlers are ours count
+  // Only signals that arrive while the handlers are ours count; a nested one (a phase's trainer
+  // inside a run of phases) keeps what arrived between phases.
+  if (g_depth++ == 0) g_signal = 0;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -26,6 +29,7 @@ StopSignals::StopSignals() : saved_(new Saved) {
 }
 
 StopSignals::~StopSignals() {
+  --g_depth;
   sigaction(SIGTERM, &saved_->term, nullptr);
   sigaction(SIGUSR1, &saved_->usr1, nullptr);
   delete saved_;

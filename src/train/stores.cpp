@@ -32,7 +32,11 @@ std::string stale_reason(const Recipe& r, const data::Encoder& enc, const data::
     if (m.sources.size() != 1 || m.sources[0].path != fs::absolute(src).string()) return "made from another file";
     if (m.sources[0].sha256 != sha256_file(src)) return src + " changed since";
     int64_t want = limit > 0 ? std::min(limit, m.sources[0].records) : m.sources[0].records;
-    if (s.size() != want) return fmt::format("holds {} examples, the recipe asks for {}", s.size(), want);
+    // Packed stores (lm's text) hold windows, not records: compare what was encoded.
+    const int64_t have = m.encoded >= 0 ? m.encoded : s.size();
+    if (have != want) return fmt::format("holds {} examples, the recipe asks for {}", have, want);
+    if (!m.truncation.empty() && m.truncation != r.data.truncation)
+      return fmt::format("made with data.truncation {}", m.truncation);
     if (!r.data.labels.empty() && r.data.labels != s.label_names()) return "made with another label set";
   } catch (const Error& e) {
     return std::string("unreadable: ") + e.what();

@@ -26,7 +26,9 @@ std::vector<std::string> read_lines(const std::string& path) {
   };
   if (ends_with(".xz")) {
     // xz-utils' own decoder: no library for a format read once per preprocess.
-    std::string cmd = "xz -dc -- '" + path + "' 2>/dev/null";
+    std::string quoted = "'";
+    for (char ch : path) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    std::string cmd = "xz -dc -- " + quoted + "' 2>/dev/null";
     FILE* f = popen(cmd.c_str(), "r");
     if (!f) input_error("{}: cannot run `xz -dc` (install xz-utils)", path);
     std::string cur;
@@ -35,6 +37,7 @@ std::vector<std::string> read_lines(const std::string& path) {
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
       for (size_t i = 0; i < n; ++i) {
         if (buf[i] == '\n') {
+          if (!cur.empty() && cur.back() == '\r') cur.pop_back();
           lines.push_back(std::move(cur));
           cur.clear();
         } else {
@@ -75,9 +78,18 @@ std::vector<data::Record> prm800k_bags(const std::vector<std::string>& lines, co
   for (size_t i = 0; i < lines.size(); ++i) {
     if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
     json j = json::parse(lines[i], nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("instruction") || !j.contains("responses") ||
-        !j.contains("next_response"))
-      input_error("{}:{}: not a PRM800K stepwise-critic row (instruction, responses, next_response)", where, i + 1);
+    auto is_strings = [](const json& v) {
+      if (!v.is_array()) return false;
+      for (auto& e : v)
+        if (!e.is_string()) return false;
+      return true;
+    };
+    if (j.is_discarded() || !j.is_object() || !j.contains("instruction") || !j["instruction"].is_string() ||
+        !j.contains("responses") || !is_strings(j["responses"]) || !j.contains("next_response") ||
+        !j["next_response"].is_string())
+      input_error("{}:{}: not a PRM800K stepwise-critic row (instruction: string, responses: list of strings, "
+                  "next_response: string)",
+                  where, i + 1);
     Step s;
     s.instruction = j["instruction"].get<std::string>();
     s.before = j["responses"].get<std::vector<std::string>>();
@@ -87,14 +99,18 @@ std::vector<data::Record> prm800k_bags(const std::vector<std::string>& lines, co
     continued.insert({s.instruction, s.before});
     std::vector<std::string> path = s.before;
     path.push_back(s.next);
-    bad_at[{s.instruction, path}] = s.bad;
+    // The same step in the same place can be rated more than once (the file repeats 4,841 of its
+    // paths, 58 of them with other ratings): bad if any rating is -1.
+    bad_at[{s.instruction, path}] |= s.bad;
     rows.push_back(std::move(s));
   }
   std::vector<data::Record> bags;
+  std::set<std::pair<std::string, std::vector<std::string>>> seen;
   for (auto& s : rows) {
     std::vector<std::string> path = s.before;
     path.push_back(s.next);
     if (continued.count({s.instruction, path})) continue;  // not the end of a path
+    if (!seen.insert({s.instruction, path}).second) continue;  // a repeated path is one bag
     data::Record r;
     r.text = s.instruction;
     r.words = path;
@@ -206,7 +222,8 @@ class BagEncoder : public data::Encoder {
             {"sentence_labels", data::DType::i32, data::Per::ragged},
             {"bag_label", data::DType::i32, data::Per::example}};
   }
-  std::string settings() const override { return holdout_ > 0 ? fmt::format("holdout={}", holdout_) : ""; }
+  // "v2": repeated PRM800K paths are one bag (stores made before are remade).
+  std::string settings() const override { return fmt::format("v2 holdout={}", holdout_); }
   void check(const DataConfig& c) const override {
     if (c.format != "prm800k" && c.format != "wikiqa" && c.format != "bags")
       input_error("key `data.format`: method fractal reads prm800k, wikiqa or bags (JSON lines), not `{}`", c.format);
@@ -226,11 +243,15 @@ class BagEncoder : public data::Encoder {
     auto& lab = out.put<int32_t>("sentence_labels");
     auto add = [&](const std::string& text) {
       std::vector<int32_t> ids = ctx.tok.encode(text, true);
-      if (int64_t(ids.size()) > ctx.data.max_len) {
+      const size_t max_len = size_t(ctx.data.max_len);
+      if (ids.size() > max_len) {
         if (ctx.data.truncation == "error")
           input_error("{}: a text of {} tokens, more than data.max_len = {} (data.truncation: error)", rec.where(),
-                      ids.size(), ctx.data.max_len);
-        ids.resize(size_t(ctx.data.max_len));
+                      ids.size(), max_len);
+        if (ctx.data.truncation == "left")  // keep the BOS and the last max_len - 1 tokens
+          ids.erase(ids.begin() + 1, ids.end() - int64_t(max_len - 1));
+        else
+          ids.resize(max_len);
       }
       out.ids.insert(out.ids.end(), ids.begin(), ids.end());
       seg.push_back(int32_t(ids.size()));

@@ -113,6 +113,7 @@ void FractalTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   task.finish();
   tuned_ = r.lora.enabled;
   recipe_ = &r;
+  micro_batch_ = r.train.micro_batch;
   seed_ = r.train.seed;
   device_ = world.device();
 
@@ -222,10 +223,15 @@ void FractalTask::embed(const Recipe& r, Split s, model::Llama& model, parallel:
   log::info("fractal: embedded {} distinct {} texts in {:.1f} s on {} rank(s); cached in {}", U,
             s == Split::train ? "train" : "eval", secs, comm.size(), cache);
   if (comm.rank() == 0) {
-    train::CheckpointFile c;
-    c.groups["embeddings"].emplace_back("table", table);
-    c.attrs["key"] = key;
-    train::write_checkpoint(cache, c);
+    // The cache saves time, nothing more: a failed write is a warning, and no rank is left waiting.
+    try {
+      train::CheckpointFile c;
+      c.groups["embeddings"].emplace_back("table", table);
+      c.attrs["key"] = key;
+      train::write_checkpoint(cache, c);
+    } catch (const Error& e) {
+      log::warn("fractal: the embeddings could not be cached ({}); the next run computes them again", e.what());
+    }
   }
   comm.barrier("embedding cache written");
   d.table = table;
@@ -270,9 +276,11 @@ void FractalTask::begin_phase(const std::string& name, parallel::Communicator&) 
     int64_t agree = 0, known = 0, positive = 0, total = 0;
     at::NoGradGuard ng;
     scorer_->train(false);
-    for (int64_t b = 0; b < int64_t(d.rows.size()); b += 512) {
+    // Cached embeddings: large chunks; a tuned encoder runs every text: the training micro-batch.
+    const int64_t chunk = tuned_ ? micro_batch_ : 512;
+    for (int64_t b = 0; b < int64_t(d.rows.size()); b += chunk) {
       std::vector<int64_t> idx;
-      for (int64_t i = b; i < std::min<int64_t>(int64_t(d.rows.size()), b + 512); ++i) idx.push_back(i);
+      for (int64_t i = b; i < std::min<int64_t>(int64_t(d.rows.size()), b + chunk); ++i) idx.push_back(i);
       data::Batch batch = collate(Split::train, idx);
       at::Tensor p = at::sigmoid(logits(batch)).to(at::kCPU, at::kDouble).contiguous();
       for (size_t k = 0; k < idx.size(); ++k) {

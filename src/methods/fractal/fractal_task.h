@@ -82,7 +82,7 @@ class FractalTask : public train::StoreTask {
   Aggregation agg_ = Aggregation::max;
   std::string pooling_ = "mean", mode_ = "bag";
   double w_bag_ = 0.8, w_cos_ = 0.1, w_corr_ = 0.1;
-  int64_t embed_batch_ = 64, seed_ = 0;
+  int64_t embed_batch_ = 64, seed_ = 0, micro_batch_ = 8;
   std::vector<std::string> phases_;
   SplitData data_[2];
   std::vector<std::vector<int32_t>> pseudo_;  // per train bag, in the fractal phase

@@ -42,9 +42,11 @@ at::Tensor bag_probability(const at::Tensor& logits, const at::Tensor& mask, Agg
 at::Tensor bag_loss(const at::Tensor& logits, const at::Tensor& mask, const at::Tensor& y, Aggregation a) {
   at::Tensor s = aggregate(logits, mask, a);
   if (a == Aggregation::avg) {
-    // A mean of probabilities is no logit: BCE on the probability, kept off 0 and 1 as torch's
-    // binary_cross_entropy clamps its log at -100.
-    return at::binary_cross_entropy(s.clamp(1e-7, 1 - 1e-7), y, {}, at::Reduction::Sum);
+    // A mean of probabilities is no logit: BCE on the probability, written out (CUDA autocast
+    // refuses at::binary_cross_entropy), kept off 0 and 1 as torch's clamps its log at -100.
+    const auto type = at::promote_types(s.scalar_type(), at::kFloat);  // float32 at least, bf16 never
+    at::Tensor p = s.to(type).clamp(1e-7, 1 - 1e-7), t = y.to(type);
+    return -(t * at::log(p) + (1 - t) * at::log1p(-p)).sum();
   }
   return at::binary_cross_entropy_with_logits(s, y, {}, {}, at::Reduction::Sum);
 }

@@ -152,6 +152,23 @@ TEST(FractalData, Prm800kPathsOfAKnownProblem) {
   EXPECT_EQ(prm800k_bags(rev, "rows").size(), 5u);
 }
 
+TEST(FractalData, Prm800kRepeatedPathsAndBadRows) {
+  // The same path twice, once rated 1 and once -1 at its last step: one bag, bad.
+  std::string first = R"({"instruction": "p", "responses": [], "next_response": "a", "rating": 1})";
+  std::string again = R"({"instruction": "p", "responses": ["a"], "next_response": "b", "rating": 1})";
+  std::string bad = R"({"instruction": "p", "responses": ["a"], "next_response": "b", "rating": -1})";
+  auto bags = prm800k_bags({first, again, bad}, "rows");
+  ASSERT_EQ(bags.size(), 1u);
+  EXPECT_EQ(bags[0].label, "0");
+  EXPECT_EQ(bags[0].tags, (std::vector<std::string>{"1", "0"}));
+  try {
+    prm800k_bags({first, R"({"instruction": null, "responses": [], "next_response": "a"})"}, "rows");
+    ADD_FAILURE() << "no error";
+  } catch (const kiln::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("rows:2: not a PRM800K stepwise-critic row"), std::string::npos) << e.what();
+  }
+}
+
 TEST(FractalData, WikiqaBagsAndHoldOut) {
   auto bags = read_wikiqa(kData + "wikiqa/dev.tsv");
   ASSERT_EQ(bags.size(), 122u);  // SOURCES.md: 122 questions, 1,126 pairs, 136 positive
