@@ -23,11 +23,12 @@ bool g_base = false;
 // Evaluates the checkpoint `recipe` resolves to; its JSON on rank 0.
 nlohmann::json evaluate(Session& s, const Recipe& recipe) {
   train::Trainer trainer(recipe, *s.task, s.world, *s.comm);
-  std::string from = trainer.resume_path();
+  // --base evaluates the model as built: no checkpoint is chosen (nor refused).
+  std::string from = g_base ? std::string() : trainer.resume_path();
   if (from.empty() && !g_base)
     input_error("no checkpoint to evaluate in {} (give --checkpoint, or --base for the untrained model)",
                 trainer.run_dir());
-  if (!from.empty()) trainer.load_checkpoint(from);
+  if (!from.empty()) trainer.load_checkpoint(from, /*weights_only=*/true);
   auto m = trainer.evaluate();
   nlohmann::json j;
   j["checkpoint"] = from;

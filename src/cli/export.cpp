@@ -28,7 +28,7 @@ int run_export() {
   train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
   std::string from = trainer.resume_path();
   if (from.empty()) input_error("no checkpoint to export in {} (give --checkpoint FILE|RUN_DIR)", trainer.run_dir());
-  trainer.load_checkpoint(from);
+  trainer.load_checkpoint(from, /*weights_only=*/true);
   if (s.world.is_root()) {
     if (g_merged)
       s.task->export_merged(g_out);

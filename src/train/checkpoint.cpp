@@ -331,14 +331,14 @@ CheckpointFile capture_checkpoint(TrainingState& s) {
   return c;
 }
 
-void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::string& path) {
+void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::string& path, bool weights_only) {
   nlohmann::json meta = nlohmann::json::parse(c.attrs.count("meta") ? c.attrs.at("meta") : "", nullptr, false);
   if (meta.is_discarded() || !meta.contains("step")) input_error("checkpoint {}: no readable `meta` attribute", path);
   if (meta.value("method", "") != s.recipe.method)
     input_error("checkpoint {} was written by method `{}`, this recipe runs `{}`", path, meta.value("method", ""),
                 s.recipe.method);
   int64_t gb = meta.value("global_batch", int64_t(0));
-  if (gb != s.global_batch)
+  if (!weights_only && gb != s.global_batch)
     input_error("checkpoint {} was trained with a global batch of {}, this run has {}: set train.global_batch={} to "
                 "continue the same sequence of batches",
                 path, gb, s.global_batch, gb);
@@ -361,6 +361,10 @@ void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::st
         t.copy_(it->second);
       }
     }
+  }
+  if (weights_only) {
+    s.step = meta["step"].get<int64_t>();
+    return;
   }
   try {
     s.optimizer.load_state(c.group("optimizer"), meta["optimizer"].value("steps", int64_t(0)));

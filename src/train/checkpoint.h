@@ -78,7 +78,9 @@ struct TrainingState {
 CheckpointFile capture_checkpoint(TrainingState& s);
 // Every rank, with the file every rank read. InputError naming the file when it belongs to another
 // method, global batch or parameter set. The optimizer load is collective for a sharded optimizer.
-void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::string& path);
+// weights_only (evaluation, export): the weights, the task's extra state and the step; nothing of
+// the training state, so any number of ranks and any batch size may load it.
+void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::string& path, bool weights_only = false);
 
 // The checkpoint `checkpoint.resume` names ("" for a fresh start). auto: the newest in
 // <run_dir>/checkpoints that verifies, skipping (with a warning) corrupt ones; a file; a run or

@@ -286,10 +286,10 @@ TrainingState Trainer::state() {
   return TrainingState{recipe_, task_, world_, comm_, params_, *opt_, *sampler_, *schedule_, step_, global_batch_};
 }
 
-void Trainer::load_checkpoint(const std::string& path) {
+void Trainer::load_checkpoint(const std::string& path, bool weights_only) {
   CheckpointFile c = read_checkpoint(path);
   TrainingState st = state();
-  restore_checkpoint(st, c, path);
+  restore_checkpoint(st, c, path, weights_only);
 }
 
 std::string Trainer::resume_path() { return choose_resume(recipe_, run_dir_, comm_); }

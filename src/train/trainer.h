@@ -56,7 +56,8 @@ class Trainer {
   const EvalRecords& last_records() const { return records_; }
 
   void save_checkpoint(const std::string& path);  // collective; rank 0 writes
-  void load_checkpoint(const std::string& path);  // every rank reads
+  // Every rank reads. weights_only: for evaluation and export (restore_checkpoint).
+  void load_checkpoint(const std::string& path, bool weights_only = false);
   // The checkpoint `checkpoint.resume` names ("" for none): choose_resume (train/checkpoint.h).
   std::string resume_path();
 

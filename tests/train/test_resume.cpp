@@ -159,6 +159,27 @@ TEST(Resume, GlobalBatchMismatchIsAnInputError) {
   EXPECT_THROW(run(s), InputError);
 }
 
+// Evaluation and export load the weights alone: a checkpoint trained with another global batch
+// (e.g. on another number of ranks) loads, where continuing its training is refused.
+TEST(Resume, WeightsOnlyLoadIgnoresTheGlobalBatch) {
+  auto& e = env();
+  Recipe s = test::toy_recipe(fresh_dir("weights-only"));
+  Outcome trained = run(s);
+  std::string path = trained.fit.last_checkpoint;
+  ASSERT_FALSE(path.empty());
+  Recipe other = s;
+  other.train.global_batch = 0;  // micro_batch x ranks: not the 16 it was trained with
+  test::ToyTask task;
+  task.build(other, e.world, *e.comm);
+  train::Trainer trainer(other, task, e.world, *e.comm);
+  EXPECT_THROW(trainer.load_checkpoint(path), InputError);
+  trainer.load_checkpoint(path, /*weights_only=*/true);
+  EXPECT_EQ(trainer.step(), 8);
+  auto weights = task.trainable();
+  ASSERT_EQ(weights.size(), trained.weights.size());
+  for (size_t i = 0; i < weights.size(); ++i) EXPECT_TRUE(at::equal(weights[i].second, trained.weights[i])) << i;
+}
+
 namespace {
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
