@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "parallel/world.h"
+#include "train/run_log.h"
 #include "train/task.h"
 #include "train/trainer.h"
 
@@ -34,7 +35,7 @@ nlohmann::json evaluate(Session& s, const Recipe& recipe) {
   j["checkpoint"] = from;
   j["step"] = trainer.step();
   j["main_metric"] = s.task->main_metric();
-  for (auto& [k, v] : m) j["metrics"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  if (!m.empty()) j["metrics"] = train::metrics_json(m);
   return j;
 }
 

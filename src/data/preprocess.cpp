@@ -140,15 +140,8 @@ StoreData encode_records(const Encoder& enc, const std::vector<Record>& records,
     const Record& rec = records[i];
     Example ex;
     enc.encode(rec, ctx, ex);
-    // Token fields run parallel to the ids: a length mismatch is the encoder's bug, caught before
-    // truncation would hide it.
-    for (auto& f : fields)
-      if (f.per == Per::token) {
-        auto it = ex.values.find(f.name);
-        KILN_CHECK(it != ex.values.end() && values_size(it->second) == ex.ids.size(),
-                   "{}: encoder gave token field `{}` {} values for {} tokens", rec.where(), f.name,
-                   it == ex.values.end() ? 0 : values_size(it->second), ex.ids.size());
-      }
+    // Before truncation, which would hide a token field of the wrong length.
+    d.check(ex, rec.where());
     if (cut && truncate(rec, c, tok.bos_id(), fields, ex)) ++d.meta.truncated;
     d.add(ex, rec.line);
   }

@@ -56,21 +56,28 @@ const Column& StoreData::column(const std::string& name) const {
   return const_cast<StoreData*>(this)->column(name);
 }
 
-void StoreData::add(const Example& ex, int64_t line) {
+void StoreData::check(const Example& ex, const std::string& where) const {
   const size_t T = ex.ids.size();
   for (auto& c : columns) {
     auto it = ex.values.find(c.field.name);
-    KILN_CHECK(it != ex.values.end(), "encoder gave no value for field `{}`", c.field.name);
-    KILN_CHECK(dtype_of(it->second) == c.field.dtype, "field `{}`: values of type {}, declared {}", c.field.name,
-               dtype_name(dtype_of(it->second)), dtype_name(c.field.dtype));
+    KILN_CHECK(it != ex.values.end(), "{}: encoder gave no value for field `{}`", where, c.field.name);
+    KILN_CHECK(dtype_of(it->second) == c.field.dtype, "{}: field `{}`: values of type {}, declared {}", where,
+               c.field.name, dtype_name(dtype_of(it->second)), dtype_name(c.field.dtype));
     size_t n = values_size(it->second);
-    if (c.field.per == Per::example) KILN_CHECK(n == 1, "example field `{}` has {} values", c.field.name, n);
+    if (c.field.per == Per::example)
+      KILN_CHECK(n == 1, "{}: example field `{}` has {} values", where, c.field.name, n);
     if (c.field.per == Per::token)
-      KILN_CHECK(n == T, "token field `{}` has {} values for {} tokens", c.field.name, n, T);
+      KILN_CHECK(n == T, "{}: token field `{}` has {} values for {} tokens", where, c.field.name, n, T);
+  }
+}
+
+void StoreData::add(const Example& ex, int64_t line) {
+  for (auto& c : columns) {
+    const Values& values = ex.values.at(c.field.name);
     std::visit(
         [&](auto& dst) {
           using V = std::decay_t<decltype(dst)>;
-          const V& src = std::get<V>(it->second);
+          const V& src = std::get<V>(values);
           dst.insert(dst.end(), src.begin(), src.end());
           if (c.field.per == Per::ragged) c.offsets.push_back(int64_t(dst.size()));
         },

@@ -71,7 +71,10 @@ struct StoreData {
   int64_t size() const { return int64_t(offsets.size()) - 1; }
   Column& column(const std::string& name);
   const Column& column(const std::string& name) const;
-  // Appends one example, checking its values against the schema (InternalError naming the field).
+  // Checks an encoder's example against the schema: every field present, of its type, one value
+  // for an example field, one per id for a token field. InternalError naming `where` and the field.
+  void check(const Example& ex, const std::string& where) const;
+  // Appends one example that check() accepted.
   void add(const Example& ex, int64_t source_line);
   void append(const StoreData& part);      // arrays only; meta untouched
 };

@@ -37,8 +37,6 @@ using h5::Handle;
 using h5::read_string_attr;
 using h5::write_string_attr;
 
-void quiet_hdf5() { h5::quiet(); }
-
 // The file type of each dtype: native types where HDF5 has one (so h5py shows real numbers), the
 // 16-bit floats as raw uint16 with the dtype in an attribute.
 hid_t file_type(at::ScalarType t) {
@@ -113,7 +111,7 @@ std::string CheckpointFile::sha256() const {
 }
 
 void write_checkpoint(const std::string& path, const CheckpointFile& c) {
-  quiet_hdf5();
+  h5::quiet();
   fs::path final_path(path);
   if (final_path.has_parent_path()) fs::create_directories(final_path.parent_path());
   std::string tmp = path + ".tmp";
@@ -229,7 +227,7 @@ herr_t collect_attr(hid_t obj, const char* name, const H5A_info_t*, void* op) {
 }  // namespace
 
 CheckpointFile read_checkpoint(const std::string& path) {
-  quiet_hdf5();
+  h5::quiet();
   if (!fs::exists(path)) input_error("checkpoint {} does not exist", path);
 #if H5_VERSION_GE(1, 12, 0)
   const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);

@@ -15,6 +15,7 @@
 #include "parallel/communicator.h"
 #include "parallel/world.h"
 #include "core/error.h"
+#include "train/run_log.h"
 #include "train/signals.h"
 #include "train/task.h"
 
@@ -61,8 +62,7 @@ std::vector<PhaseResult> fit_phases(const Recipe& recipe, Task& task, parallel::
     j["main_metric"] = task.main_metric();
     for (auto& p : out) {
       j["phases"][p.phase]["step"] = p.fit.step;
-      for (auto& [k, v] : p.fit.eval)
-        j["phases"][p.phase]["eval"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+      if (!p.fit.eval.empty()) j["phases"][p.phase]["eval"] = metrics_json(p.fit.eval);
     }
     fs::create_directories(run_dir);
     std::ofstream(fs::path(run_dir) / "results.json") << j.dump(2) << '\n';

@@ -41,17 +41,19 @@ RunLog::RunLog(const std::string& run_dir, int64_t resume_step, bool tensorboard
 
 RunLog::~RunLog() = default;
 
+nlohmann::json metrics_json(const std::map<std::string, double>& metrics) {
+  nlohmann::json j = nlohmann::json::object();
+  for (auto& [k, v] : metrics) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  return j;
+}
+
 void RunLog::write(int64_t step, const std::string& split, const std::map<std::string, double>& values) {
   nlohmann::json j;
   j["step"] = step;
   j["split"] = split;
-  for (auto& [k, v] : values) {
-    if (std::isfinite(v))
-      j[k] = v;
-    else
-      j[k] = nullptr;  // JSON has no NaN
-    if (tb_) tb_->scalar(split + "/" + k, v, step);
-  }
+  j.update(metrics_json(values));
+  if (tb_)
+    for (auto& [k, v] : values) tb_->scalar(split + "/" + k, v, step);
   jsonl_ << j.dump() << '\n';
 }
 

@@ -7,9 +7,14 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 namespace kiln::train {
+
+// Metrics as a JSON object, for metrics.jsonl, results.json and `kiln eval`: JSON has no NaN, so a
+// value that is not finite (the AUC of a single class) is null.
+nlohmann::json metrics_json(const std::map<std::string, double>& metrics);
 
 class EventWriter;
 

@@ -408,7 +408,7 @@ FitResult Trainer::fit() {
     j["step"] = step_;
     j["method"] = recipe_.method;
     j["main_metric"] = task_.main_metric();
-    for (auto& [k, v] : res.eval) j["eval"][k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+    if (!res.eval.empty()) j["eval"] = metrics_json(res.eval);
     std::ofstream(fs::path(run_dir_) / "results.json") << j.dump(2) << '\n';
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::string table = results_table(res.eval, secs, res.resumed_from);

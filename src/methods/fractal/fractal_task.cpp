@@ -18,6 +18,7 @@
 #include "methods/registry.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
+#include "model/pooling.h"
 #include "parallel/communicator.h"
 #include "parallel/world.h"
 #include "train/checkpoint.h"
@@ -41,14 +42,8 @@ double holdout_of(const Recipe& r) {
 }
 
 // Pooled final hidden states of token rows [N, T] with mask [N, T]: [N, H] float.
-at::Tensor pool_states(model::Llama& model, const at::Tensor& ids, const at::Tensor& mask, const std::string& pooling) {
-  at::Tensor h = model->hidden_states(ids, mask).to(at::kFloat);  // [N, T, H]
-  if (pooling == "mean") {
-    at::Tensor m = mask.unsqueeze(-1).to(at::kFloat);
-    return (h * m).sum(1) / m.sum(1).clamp_min(1);
-  }
-  at::Tensor last = (mask.sum(1) - 1).clamp_min(0);
-  return h.gather(1, last.view({-1, 1, 1}).expand({h.size(0), 1, h.size(2)})).squeeze(1);
+at::Tensor pool_states(model::Llama& model, const at::Tensor& ids, const at::Tensor& mask, model::Pooling pooling) {
+  return model::pool(model->hidden_states(ids, mask).to(at::kFloat), mask, pooling);
 }
 
 // What the cached embeddings were made from: a cache made from anything else is made again.
@@ -94,7 +89,7 @@ void FractalTask::build(Recipe& r, parallel::World& world, parallel::Communicato
                 "required for data.format `{}`",
                 task.where("aggregation"), r.data.format);
   agg_ = parse_aggregation(agg);
-  pooling_ = task.get_choice("pooling", "mean", {"mean", "last"});
+  pooling_ = model::parse_pooling(task.get_choice("pooling", "mean", {"mean", "last"}), task.where("pooling"));
   phases_ = task.get_strings("phases", kPhases);
   for (size_t i = 0; i < phases_.size(); ++i) {
     if (std::find(kPhases.begin(), kPhases.end(), phases_[i]) == kPhases.end())
@@ -113,8 +108,6 @@ void FractalTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   task.finish();
   tuned_ = r.lora.enabled;
   recipe_ = &r;
-  micro_batch_ = r.train.micro_batch;
-  seed_ = r.train.seed;
   device_ = world.device();
 
   model::Llama model = model::load_pretrained(r.model, device_);
@@ -129,7 +122,7 @@ void FractalTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   for (auto& rows : data_[0].rows) sentences += int64_t(rows.size()) - 1;
   log::info("fractal: {} train bags ({} sentences, {} distinct texts), {} eval bags; aggregation {}, pooling {}, "
             "phases {}",
-            data_[0].rows.size(), sentences, data_[0].table.size(0), data_[1].rows.size(), agg, pooling_,
+            data_[0].rows.size(), sentences, data_[0].table.size(0), data_[1].rows.size(), agg, model::pooling_name(pooling_),
             fmt::join(phases_, ", "));
 }
 
@@ -158,7 +151,7 @@ void FractalTask::embed(const Recipe& r, Split s, model::Llama& model, parallel:
   }
   const int64_t U = int64_t(texts.size());
   const std::string cache = (fs::path(r.data.store_dir) / (s == Split::train ? "train" : "eval")).string() + ".embeddings.h5";
-  const std::string key = embedding_key(r, store.path(), pooling_, hidden_);
+  const std::string key = embedding_key(r, store.path(), model::pooling_name(pooling_), hidden_);
 
   at::Tensor table;
   try {
@@ -243,7 +236,7 @@ at::Tensor FractalTask::pool(const at::Tensor& ids, const at::Tensor& mask) {
 
 void FractalTask::new_scorer(int64_t salt) {
   // Same initial weights on every rank (the trainer broadcasts rank 0's anyway), another draw per phase.
-  at::manual_seed(uint64_t(seed_) * 1000003u + uint64_t(salt));
+  at::manual_seed(uint64_t(recipe_->train.seed) * 1000003u + uint64_t(salt));
   if (tuned_) {
     // A fresh encoder for each phase: the base weights again, new LoRA matrices.
     if (salt > 0) model_ = model::load_pretrained(recipe_->model, device_);
@@ -277,7 +270,7 @@ void FractalTask::begin_phase(const std::string& name, parallel::Communicator&) 
     at::NoGradGuard ng;
     scorer_->train(false);
     // Cached embeddings: large chunks; a tuned encoder runs every text: the training micro-batch.
-    const int64_t chunk = tuned_ ? micro_batch_ : 512;
+    const int64_t chunk = tuned_ ? recipe_->train.micro_batch : 512;
     for (int64_t b = 0; b < int64_t(d.rows.size()); b += chunk) {
       std::vector<int64_t> idx;
       for (int64_t i = b; i < std::min<int64_t>(int64_t(d.rows.size()), b + chunk); ++i) idx.push_back(i);

@@ -27,6 +27,7 @@
 
 #include "methods/fractal/losses.h"
 #include "model/llama.h"
+#include "model/pooling.h"
 #include "train/stores.h"
 #include "train/task.h"
 
@@ -80,9 +81,10 @@ class FractalTask : public train::StoreTask {
   bool sentence_level() const { return mode_ == "fractal" || mode_ == "supervised"; }
 
   Aggregation agg_ = Aggregation::max;
-  std::string pooling_ = "mean", mode_ = "bag";
+  model::Pooling pooling_ = model::Pooling::mean;
+  std::string mode_ = "bag";
   double w_bag_ = 0.8, w_cos_ = 0.1, w_corr_ = 0.1;
-  int64_t embed_batch_ = 64, seed_ = 0, micro_batch_ = 8;
+  int64_t embed_batch_ = 64;
   std::vector<std::string> phases_;
   SplitData data_[2];
   std::vector<std::vector<int32_t>> pseudo_;  // per train bag, in the fractal phase
@@ -90,7 +92,7 @@ class FractalTask : public train::StoreTask {
   int64_t hidden_ = 0;
   // lora.enabled: the encoder tuned end to end (LoRA made afresh for each phase).
   bool tuned_ = false;
-  const Recipe* recipe_ = nullptr;
+  const Recipe* recipe_ = nullptr;  // the built recipe: seed, micro-batch, model and LoRA settings
   model::Llama model_{nullptr};
 };
 

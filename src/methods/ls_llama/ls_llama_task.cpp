@@ -45,7 +45,7 @@ void LsLlamaTask::prepare(Split, data::Batch& b) const {
 
 void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
-  pooling_ = parse_pooling(task.get_choice("pooling", "last", {"last", "mean", "max"}), task.where("pooling"));
+  pooling_ = model::parse_pooling(task.get_choice("pooling", "last", {"last", "mean", "max"}), task.where("pooling"));
   // LS-LLaMA's token head follows transformers' LlamaForTokenClassification (dropout 0.1); the
   // issue's sequence head applies the same dropout before `score`.
   const double dropout = task.get_double("head_dropout", 0.1, 0.0, 0.99);
@@ -111,7 +111,7 @@ void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   log::info("ls_llama: {} classification, {} labels, attention {}, {}; {} train / {} eval examples; {} trainable "
             "parameters",
             token_ ? "token" : "sequence", L, r.model.attention,
-            token_ ? std::string("per-token head") : fmt::format("pooling {}", pooling_name(pooling_)),
+            token_ ? std::string("per-token head") : fmt::format("pooling {}", model::pooling_name(pooling_)),
             stores_.size(Split::train), stores_.size(Split::eval), n_params);
 }
 
@@ -136,7 +136,7 @@ at::Tensor LsLlamaTask::logits(const data::Batch& b) {
   const at::Tensor& mask = b["attention_mask"];
   at::Tensor hidden = model_->hidden_states(b["input_ids"], mask);  // [B, T, H]
   if (token_) return head_->forward(hidden);
-  return head_->forward(pool(hidden, mask, pooling_));
+  return head_->forward(model::pool(hidden, mask, pooling_));
 }
 
 LossSum LsLlamaTask::loss(const data::Batch& b) {

@@ -17,8 +17,8 @@
 
 #include "data/collate.h"
 #include "methods/ls_llama/heads.h"
-#include "methods/ls_llama/pooling.h"
 #include "model/llama.h"
+#include "model/pooling.h"
 #include "train/stores.h"
 #include "train/task.h"
 
@@ -44,7 +44,7 @@ class LsLlamaTask : public train::StoreTask {
   void export_merged(const std::string& dir) override;
 
   bool token_classification() const { return token_; }
-  Pooling pooling() const { return pooling_; }
+  model::Pooling pooling() const { return pooling_; }
   const std::vector<std::string>& label_names() const { return labels_; }
   model::Llama& model() { return model_; }
   Head& head() { return head_; }
@@ -61,7 +61,7 @@ class LsLlamaTask : public train::StoreTask {
   model::Llama model_{nullptr};
   Head head_{nullptr};
   bool token_ = false;
-  Pooling pooling_ = Pooling::last;
+  model::Pooling pooling_ = model::Pooling::last;
   std::vector<std::string> labels_;
   int32_t outside_ = 0;  // the `O` tag: the prediction of a word truncated away
 };

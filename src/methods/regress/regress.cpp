@@ -10,6 +10,7 @@
 #include "methods/registry.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
+#include "model/pooling.h"
 #include "parallel/world.h"
 
 namespace kiln::methods::regress {
@@ -80,9 +81,7 @@ void RegressTask::set_training(bool on) {
 at::Tensor RegressTask::predict(const data::Batch& b) {
   const at::Tensor& mask = b["attention_mask"];
   at::Tensor hidden = model_->hidden_states(b["input_ids"], mask);  // [B, T, H]
-  at::Tensor m = mask.unsqueeze(-1).to(hidden.scalar_type());
-  at::Tensor pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1);
-  return head_->forward(pooled).squeeze(-1).to(at::kFloat);
+  return head_->forward(model::pool(hidden, mask, model::Pooling::mean)).squeeze(-1).to(at::kFloat);
 }
 
 train::LossSum RegressTask::loss(const data::Batch& b) {

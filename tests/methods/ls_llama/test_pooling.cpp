@@ -4,9 +4,10 @@
 
 #include "core/error.h"
 #include "methods/ls_llama/heads.h"
-#include "methods/ls_llama/pooling.h"
+#include "model/pooling.h"
 
 using namespace kiln::methods::ls_llama;
+using namespace kiln::model;
 
 namespace {
 

@@ -1,10 +1,10 @@
-#include "methods/ls_llama/pooling.h"
+#include "model/pooling.h"
 
 #include <limits>
 
 #include "core/error.h"
 
-namespace kiln::methods::ls_llama {
+namespace kiln::model {
 
 Pooling parse_pooling(const std::string& s, const std::string& where) {
   if (s == "last") return Pooling::last;
@@ -66,4 +66,4 @@ at::Tensor pool(const at::Tensor& hidden, const at::Tensor& mask, Pooling p) {
   throw InternalError("pool: unknown mode");
 }
 
-}  // namespace kiln::methods::ls_llama
+}  // namespace kiln::model

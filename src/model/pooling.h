@@ -1,12 +1,12 @@
 // Pooling of the final hidden states into one vector per sequence (LS-LLaMA, section 3 of the
-// paper). Padding may sit on either side (data.padding_side), so every mode reads the attention
+// paper; FRACTAL's and regress's sentence embeddings). Padding may sit on either side (data.padding_side), so every mode reads the attention
 // mask instead of assuming where the real tokens are.
 #pragma once
 #include <ATen/core/Tensor.h>
 
 #include <string>
 
-namespace kiln::methods::ls_llama {
+namespace kiln::model {
 
 enum class Pooling { last, mean, max };
 
@@ -24,4 +24,4 @@ at::Tensor last_token_index(const at::Tensor& mask);
 // row's result does not depend on how much padding the batch gave it.
 at::Tensor pool(const at::Tensor& hidden, const at::Tensor& mask, Pooling p);
 
-}  // namespace kiln::methods::ls_llama
+}  // namespace kiln::model
