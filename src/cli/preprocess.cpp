@@ -2,6 +2,7 @@
 // model's tokenizer and writes <data.store_dir>/train.h5 (and eval.h5). Under mpirun each rank
 // tokenizes its own slice and rank 0 merges (with the recipe method's encoder: its stores are its own): the store is the same for any number of ranks, so it
 // must sit on a file system every rank sees.
+#include <fmt/ranges.h>
 #include <algorithm>
 
 #include "cli/verbs.h"
@@ -35,8 +36,8 @@ int run_preprocess(const RecipeArgs& args) {
   dc.timeout_s = std::max(dc.timeout_s, 3600.0);
   auto comm = parallel::make_communicator(dc, world);
   data::Parallel par{world.rank(), world.size(), [&] { comm->barrier("preprocess"); }};
-  log::info("preprocess: {} ({}, kind {}) with {} on {} rank(s)", r.data.train, r.data.format, enc->kind(), tok.path(),
-            world.size());
+  log::info("preprocess: {} ({}, kind {}) with {} on {} rank(s)", fmt::join(enc->sources(r.data, "train"), ", "),
+            r.data.format, enc->kind(), tok.path(), world.size());
   for (auto& s : data::preprocess(r, *enc, tok, par)) {
     log::info("{}: {} examples, {} tokens -> {} ({} source records, {} skipped, {} truncated to {} tokens)", s.split,
               s.examples, s.tokens, s.path, s.source_records, s.skipped, s.truncated, r.data.max_len);

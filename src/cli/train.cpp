@@ -12,6 +12,7 @@
 #include "cli/train_session.h"
 #include "methods/registry.h"
 #include "train/phases.h"
+#include "train/memory_plan.h"
 #include "train/trainer.h"
 
 namespace kiln::cli {
@@ -20,7 +21,7 @@ namespace {
 RecipeArgs g_train_args;
 }
 
-Session::Session(const RecipeArgs& args)
+Session::Session(const RecipeArgs& args, bool training)
     : recipe(read_recipe(args.recipe, args.overrides)), world(parallel::World::get()) {
   std::string level = args.log_level != "info" ? args.log_level : recipe.log.level;
   log::setup(world.rank(), world.size(), args.log_all_ranks || recipe.log.all_ranks, log::parse_level(level));
@@ -29,6 +30,7 @@ Session::Session(const RecipeArgs& args)
   log::info("kiln: {} rank(s)\n{}", world.size(), layout);
   comm = parallel::make_communicator(recipe.dist, world);
   task = methods::make_task(recipe);
+  if (training) train::check_memory_plan(recipe, world.size(), world.local_size(), world.device(), world.is_root());
   // Identical initial weights (LoRA, heads) on every rank; the trainer broadcasts rank 0's anyway.
   at::manual_seed(uint64_t(recipe.train.seed));
   task->build(recipe, world, *comm);
@@ -37,7 +39,7 @@ Session::Session(const RecipeArgs& args)
 Session::~Session() = default;
 
 int run_train(const RecipeArgs& args) {
-  Session s(args);
+  Session s(args, /*training=*/true);
   train::FitResult res;
   std::string run_dir = train::run_dir_of(s.recipe);
   if (s.task->phases().empty()) {

@@ -17,7 +17,8 @@ class Task;
 namespace kiln::cli {
 
 struct Session {
-  explicit Session(const RecipeArgs& args);
+  // training: print the memory plan and refuse a run that cannot fit, before the model is loaded.
+  explicit Session(const RecipeArgs& args, bool training = false);
   ~Session();
   Recipe recipe;
   parallel::World& world;

@@ -68,6 +68,7 @@ void read_data(recipe::Section s, DataConfig& c) {
 void read_train(recipe::Section s, TrainConfig& c) {
   c.seed = s.get_int("seed", c.seed, 0, kMaxInt);
   c.micro_batch = s.get_int("micro_batch", c.micro_batch, 1, 1 << 20);
+  c.eval_batch = s.get_int("eval_batch", c.eval_batch, 0, 1 << 20);
   c.global_batch = s.get_int("global_batch", c.global_batch, 0, 1 << 30);
   c.max_steps = s.get_int("max_steps", c.max_steps, 0, kMaxInt);
   c.epochs = s.get_double("epochs", c.epochs, 0, 1e6);
@@ -84,6 +85,7 @@ void read_train(recipe::Section s, TrainConfig& c) {
   c.eval_every = s.get_int("eval_every", c.eval_every, 0, kMaxInt);
   c.log_every = s.get_int("log_every", c.log_every, 1, kMaxInt);
   c.threads = s.get_int("threads", c.threads, 0, 4096);
+  c.memory_check = s.get_choice("memory_check", c.memory_check, {"refuse", "warn", "off"});
   if (c.max_steps == 0 && c.epochs == 0)
     input_error("{}: keys `train.max_steps` and `train.epochs` are both 0: set one of them", s.where("epochs"));
   s.finish();

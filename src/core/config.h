@@ -55,6 +55,7 @@ struct DataConfig {
 struct TrainConfig {
   int64_t seed = 42;
   int64_t micro_batch = 8;                 // per rank, per forward
+  int64_t eval_batch = 0;                  // per rank, per evaluation forward (or generation); 0: micro_batch
   int64_t global_batch = 0;                // 0: micro_batch * world size; else micro * world * accumulation
   int64_t max_steps = 0;                   // 0: run `epochs`
   double epochs = 1;
@@ -69,6 +70,7 @@ struct TrainConfig {
   int64_t eval_every = 0;                  // steps; 0: at the end only
   int64_t log_every = 10;
   int64_t threads = 0;                     // intra-op threads per rank; 0: from the core binding
+  std::string memory_check = "refuse";     // refuse | warn | off: a run whose memory plan exceeds the device
 };
 
 struct DistConfig {

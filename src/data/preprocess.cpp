@@ -162,26 +162,35 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const 
   const DataConfig& c = r.data;
   const std::string& f = c.format;
   enc.check(c);
-  if (c.train.empty()) input_error("key `data.train`: no training data file set");
   const std::vector<Field> fields = enc.fields();
   struct Split {
-    std::string name, file;
+    std::string name;
+    std::vector<std::string> files;
     int64_t limit;
     std::vector<Record> records;
     ReadStats stats;
+    std::vector<SourceInfo> sources;
   };
   std::vector<Split> splits;
-  splits.push_back({"train", c.train, c.max_train_examples, {}, {}});
-  if (!c.eval.empty()) splits.push_back({"eval", c.eval, c.max_eval_examples, {}, {}});
+  splits.push_back({"train", enc.sources(c, "train"), c.max_train_examples, {}, {}, {}});
+  if (splits[0].files.empty()) input_error("key `data.train`: no training data file set");
+  if (auto ev = enc.sources(c, "eval"); !ev.empty()) splits.push_back({"eval", ev, c.max_eval_examples, {}, {}, {}});
   for (auto& s : splits) {
-    s.records = enc.read(c, s.name, s.file, &s.stats);
+    for (const std::string& file : s.files) {
+      ReadStats st;
+      std::vector<Record> recs = enc.read(c, s.name, file, &st);
+      if (recs.empty())
+        input_error("{}: no {} records{} (data.{})", file, f,
+                    st.skipped ? fmt::format(" left, {} malformed ones skipped", st.skipped) : "", s.name);
+      if (st.skipped && par.rank == 0)
+        log::warn("{}: skipped {} malformed record{} (data.on_bad_record: skip); first: {}", file, st.skipped,
+                  st.skipped == 1 ? "" : "s", st.first_skip);
+      s.sources.push_back({fs::absolute(file).string(), sha256_file(file), st.records, st.skipped});
+      s.stats.records += st.records;
+      s.stats.skipped += st.skipped;
+      s.records.insert(s.records.end(), std::make_move_iterator(recs.begin()), std::make_move_iterator(recs.end()));
+    }
     if (s.limit > 0 && int64_t(s.records.size()) > s.limit) s.records.resize(size_t(s.limit));
-    if (s.records.empty())
-      input_error("{}: no {} records{} (data.{})", s.file, f,
-                  s.stats.skipped ? fmt::format(" left, {} malformed ones skipped", s.stats.skipped) : "", s.name);
-    if (s.stats.skipped && par.rank == 0)
-      log::warn("{}: skipped {} malformed record{} (data.on_bad_record: skip); first: {}", s.file, s.stats.skipped,
-                s.stats.skipped == 1 ? "" : "s", s.stats.first_skip);
   }
   std::vector<std::string> labels =
       enc.labels(c, splits[0].records, splits.size() > 1 ? splits[1].records : std::vector<Record>{});
@@ -231,7 +240,7 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const 
         m.max_len = c.max_len;
         m.truncation = c.truncation;
         m.label_names = labels;
-        m.sources = {{fs::absolute(s.file).string(), sha256_file(s.file), s.stats.records, s.stats.skipped}};
+        m.sources = s.sources;
         m.recipe = recipe::to_yaml(r.tree);
         write_store(sum.path, all);
         sum.examples = all.size();

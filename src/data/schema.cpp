@@ -53,6 +53,12 @@ int32_t EncodeContext::label_id(const std::string& label) const {
   return int32_t(it - label_names.begin());
 }
 
+std::vector<std::string> Encoder::sources(const DataConfig& c, const std::string& split) const {
+  const std::string& f = split == "train" ? c.train : c.eval;
+  if (f.empty()) return {};
+  return {f};
+}
+
 std::vector<Record> Encoder::read(const DataConfig& c, const std::string&, const std::string& path,
                                   ReadStats* stats) const {
   return read_records(c.format, path, options_from(c), stats);

@@ -85,6 +85,11 @@ class Encoder {
   // Checks the recipe's data section before any file is read (format and kind combinations):
   // InputError naming the key.
   virtual void check(const DataConfig& c) const {}
+  // The files split `split` (train | eval) is made from, in order: read() is called on each and
+  // the records are concatenated; the store records each file's checksum, and a change to any of
+  // them remakes it. Default: data.train, or data.eval (none when it is empty: no eval split). A
+  // method that mixes several sources in one store (per-source settings under `task:`) lists them.
+  virtual std::vector<std::string> sources(const DataConfig& c, const std::string& split) const;
   // How the records of `split` (train | eval) are read from `path`; the default reads data.format
   // with the reader options of data.*. stats->records must count the records returned.
   virtual std::vector<Record> read(const DataConfig& c, const std::string& split, const std::string& path,

@@ -58,25 +58,46 @@ std::vector<std::vector<int64_t>> generate(Llama& model, const std::vector<std::
   };
 
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
-  std::vector<bool> done(static_cast<size_t>(B), false);
+  // Row r of the running batch continues prompt rows[r]; finished rows leave the batch (their KV
+  // cache rows too) once they are half of it, so a long answer does not keep the whole batch busy.
+  std::vector<int64_t> rows(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) rows[size_t(b)] = b;
   at::Tensor h = model->hidden_states_cached(ids.to(dev), cache, mask.to(dev));
-  at::Tensor last = model->logits(h.narrow(1, longest - 1, 1)).squeeze(1);  // [B, V]
+  at::Tensor last = model->logits(h.narrow(1, longest - 1, 1)).squeeze(1);  // [rows, V]
+  std::vector<bool> finished(static_cast<size_t>(B), false);  // per running row, until compaction
   for (int64_t step = 0; step < opts.max_new_tokens; ++step) {
-    std::vector<int64_t> next(size_t(B), pad);
-    bool all_done = true;
-    for (int64_t b = 0; b < B; ++b) {
-      if (done[size_t(b)]) continue;
-      const int64_t t = sample_token(last[b], opts, gen);
+    const int64_t n = int64_t(rows.size());
+    at::Tensor greedy;
+    if (opts.temperature <= 0) greedy = last.argmax(-1).to(at::kCPU).contiguous();  // one argmax over the batch
+    const int64_t* g = greedy.defined() ? greedy.data_ptr<int64_t>() : nullptr;
+    std::vector<int64_t> live, picks(static_cast<size_t>(n), pad);  // rows still generating, tokens
+    for (int64_t r = 0; r < n; ++r) {
+      if (finished[size_t(r)]) continue;
+      const int64_t t = g ? g[r] : sample_token(last[r], opts, gen);
       if (stops(t)) {
-        done[size_t(b)] = true;
+        finished[size_t(r)] = true;
         continue;
       }
-      out[size_t(b)].push_back(t);
-      next[size_t(b)] = t;
-      all_done = false;
+      out[size_t(rows[size_t(r)])].push_back(t);
+      picks[size_t(r)] = t;
+      live.push_back(r);
     }
-    if (all_done || step + 1 == opts.max_new_tokens) break;
-    at::Tensor step_ids = at::tensor(next, at::kLong).view({B, 1}).to(dev);
+    if (live.empty() || step + 1 == opts.max_new_tokens) break;
+    if (2 * int64_t(live.size()) <= n) {
+      at::Tensor keep = at::tensor(live, at::kLong).to(dev);
+      for (auto& l : cache.layers) {
+        l.k = l.k.index_select(0, keep);
+        l.v = l.v.index_select(0, keep);
+      }
+      cache.mask = cache.mask.index_select(0, keep);
+      std::vector<int64_t> kept_rows, kept_picks;
+      for (int64_t r : live) kept_rows.push_back(rows[size_t(r)]), kept_picks.push_back(picks[size_t(r)]);
+      rows = std::move(kept_rows);
+      picks = std::move(kept_picks);
+      finished.assign(rows.size(), false);
+    }
+    // Finished rows not yet compacted away are fed padding that nothing reads.
+    at::Tensor step_ids = at::tensor(picks, at::kLong).view({int64_t(picks.size()), 1}).to(dev);
     h = model->hidden_states_cached(step_ids, cache);
     last = model->logits(h).squeeze(1);
   }

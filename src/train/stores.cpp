@@ -1,6 +1,7 @@
 #include "train/stores.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
 
@@ -20,7 +21,7 @@ namespace {
 
 // Why the store at `path` does not hold what the recipe asks for now ("" when it does).
 std::string stale_reason(const Recipe& r, const data::Encoder& enc, const data::Tokenizer& tok, const std::string& path,
-                         const std::string& src, int64_t limit) {
+                         const std::vector<std::string>& srcs, int64_t limit) {
   if (!fs::exists(path)) return "missing";
   try {
     data::Store s(path);
@@ -29,9 +30,14 @@ std::string stale_reason(const Recipe& r, const data::Encoder& enc, const data::
     if (m.settings != enc.settings()) return "made with other " + m.kind + " settings";
     if (m.tokenizer_checksum != tok.checksum()) return "made with another tokenizer";
     if (m.max_len != r.data.max_len) return fmt::format("made with max_len {}", m.max_len);
-    if (m.sources.size() != 1 || m.sources[0].path != fs::absolute(src).string()) return "made from another file";
-    if (m.sources[0].sha256 != sha256_file(src)) return src + " changed since";
-    int64_t want = limit > 0 ? std::min(limit, m.sources[0].records) : m.sources[0].records;
+    if (m.sources.size() != srcs.size()) return "made from other files";
+    int64_t records = 0;
+    for (size_t i = 0; i < srcs.size(); ++i) {
+      if (m.sources[i].path != fs::absolute(srcs[i]).string()) return "made from another file";
+      if (m.sources[i].sha256 != sha256_file(srcs[i])) return srcs[i] + " changed since";
+      records += m.sources[i].records;
+    }
+    int64_t want = limit > 0 ? std::min(limit, records) : records;
     // Packed stores (lm's text) hold windows, not records: compare what was encoded.
     const int64_t have = m.encoded >= 0 ? m.encoded : s.size();
     if (have != want) return fmt::format("holds {} examples, the recipe asks for {}", have, want);
@@ -51,16 +57,17 @@ Stores Stores::open(const Recipe& r, const data::Encoder& enc, const data::Token
   Stores st;
   st.train_path_ = (fs::path(r.data.store_dir) / "train.h5").string();
   st.eval_path_ = (fs::path(r.data.store_dir) / "eval.h5").string();
-  std::string why = stale_reason(r, enc, tok, st.train_path_, r.data.train, r.data.max_train_examples);
-  if (why.empty() && !r.data.eval.empty()) {
-    why = stale_reason(r, enc, tok, st.eval_path_, r.data.eval, r.data.max_eval_examples);
+  const std::vector<std::string> train_files = enc.sources(r.data, "train"), eval_files = enc.sources(r.data, "eval");
+  std::string why = stale_reason(r, enc, tok, st.train_path_, train_files, r.data.max_train_examples);
+  if (why.empty() && !eval_files.empty()) {
+    why = stale_reason(r, enc, tok, st.eval_path_, eval_files, r.data.max_eval_examples);
     if (!why.empty()) why = "eval store " + why;
   }
   // The decision is all-reduced so that no rank enters preprocessing's barriers alone.
   at::Tensor rebuild = at::full({1}, why.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong));
   comm.all_reduce(rebuild, parallel::ReduceOp::Sum, "store staleness");
   if (rebuild.item<int64_t>() > 0) {
-    log::info("tokenizing {} into {} ({})", r.data.train, r.data.store_dir, why.empty() ? "stale on another rank" : why);
+    log::info("tokenizing {} into {} ({})", fmt::join(train_files, ", "), r.data.store_dir, why.empty() ? "stale on another rank" : why);
     data::Parallel par;
     par.rank = comm.rank();
     par.size = comm.size();
@@ -72,7 +79,7 @@ Stores Stores::open(const Recipe& r, const data::Encoder& enc, const data::Token
   st.train_ = data::Store(st.train_path_);
   st.train_.check_tokenizer(tok);
   st.train_opts_ = data::collate_options(r.data, st.train_);
-  st.has_eval_ = !r.data.eval.empty() && fs::exists(st.eval_path_);
+  st.has_eval_ = !eval_files.empty() && fs::exists(st.eval_path_);
   if (st.has_eval_) {
     st.eval_ = data::Store(st.eval_path_);
     st.eval_.check_tokenizer(tok);

@@ -94,6 +94,10 @@ class Task {
   // Metrics from the records of the whole eval split (gathered from all ranks, sorted by example);
   // called on every rank with identical input. "loss" is added by the trainer.
   virtual std::map<std::string, double> metrics(const EvalRecords& all) = 0;
+  // What the method adds to the results of an evaluation, from its gathered records (rank 0 only):
+  // files written into `dir` beside results.md (e.g. predictions as JSON lines), and Markdown
+  // returned to be appended to results.md (e.g. a table per dataset and class). Default: nothing.
+  virtual std::string write_results(const EvalRecords& all, const std::string& dir) { return ""; }
   // The metric that names the result in the results table and in logs (e.g. "accuracy", "span_f1").
   virtual std::string main_metric() const { return "loss"; }
 

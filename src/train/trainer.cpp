@@ -242,7 +242,8 @@ std::map<std::string, double> Trainer::evaluate() {
   // Contiguous shares: rank r evaluates [n*r/N, n*(r+1)/N). The gather sorts by example index, so
   // the records, and every metric, are those of a single process.
   const int64_t r = world_.rank(), N = world_.size();
-  const int64_t begin = n * r / N, end = n * (r + 1) / N, micro = recipe_.train.micro_batch;
+  const int64_t begin = n * r / N, end = n * (r + 1) / N;
+  const int64_t micro = recipe_.train.eval_batch > 0 ? recipe_.train.eval_batch : recipe_.train.micro_batch;
   EvalRecords mine;
   {
     at::NoGradGuard ng;
@@ -412,6 +413,10 @@ FitResult Trainer::fit() {
     std::ofstream(fs::path(run_dir_) / "results.json") << j.dump(2) << '\n';
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::string table = results_table(res.eval, secs, res.resumed_from);
+    if (!res.eval.empty()) {
+      std::string more = task_.write_results(records_, run_dir_);
+      if (!more.empty()) table += "\n" + more;
+    }
     std::ofstream(results_md) << table;
     log::info("results ({}):\n{}", results_md, table);
   }

@@ -20,6 +20,29 @@ KILN_REGISTER_TASK("lm", "causal language-model fine-tuning (LoRA or full) on te
 
 const char* const kDefaultSystemPrompt = "A virtual assistant answers questions from a user based on the provided text.";
 
+size_t encode_conversation(const std::vector<data::Turn>& turns, const std::string& system, const data::Tokenizer& tok,
+                           std::vector<int32_t>& ids, std::vector<uint8_t>& mask) {
+  ids.push_back(tok.bos_id());
+  mask.push_back(0);
+  size_t last_answer = 0;
+  for (size_t t = 0; t < turns.size(); ++t) {
+    std::vector<int32_t> p;
+    const bool answer = turns[t].from == "gpt";
+    if (answer) {
+      last_answer = ids.size();
+      p = tok.encode(turns[t].value, false);
+      p.push_back(tok.eos_id());
+    } else {
+      std::string q = (t == 0 ? system + " " : std::string()) + "USER: " + turns[t].value + " ASSISTANT:";
+      p = tok.encode(q, false);
+      last_answer = 0;
+    }
+    ids.insert(ids.end(), p.begin(), p.end());
+    mask.insert(mask.end(), p.size(), answer ? 1 : 0);
+  }
+  return last_answer == 0 ? ids.size() : last_answer;
+}
+
 namespace {
 
 class LmEncoder : public data::Encoder {
@@ -48,22 +71,9 @@ class LmEncoder : public data::Encoder {
       mask.assign(out.ids.size(), 1);
       return;
     }
-    // FastChat `ie_as_qa`: "{system} USER: {q} ASSISTANT: {a}</s>USER: ..."; loss on "{a}</s>".
-    out.ids = {ctx.tok.bos_id()};
-    mask = {0};
-    for (size_t t = 0; t < rec.turns.size(); ++t) {
-      std::vector<int32_t> p;
-      bool answer = rec.turns[t].from == "gpt";
-      if (answer) {
-        p = ctx.tok.encode(rec.turns[t].value, false);
-        p.push_back(ctx.tok.eos_id());
-      } else {
-        std::string q = (t == 0 ? system_ + " " : std::string()) + "USER: " + rec.turns[t].value + " ASSISTANT:";
-        p = ctx.tok.encode(q, false);
-      }
-      out.ids.insert(out.ids.end(), p.begin(), p.end());
-      mask.insert(mask.end(), p.size(), answer ? 1 : 0);
-    }
+    out.ids.clear();
+    mask.clear();
+    encode_conversation(rec.turns, system_, ctx.tok, out.ids, mask);
   }
   bool truncates() const override { return conversation_; }
   void finish(data::StoreData& all, const DataConfig& c) const override {
@@ -95,6 +105,10 @@ void LmTask::build(Recipe& r, parallel::World& world, parallel::Communicator& co
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
   task.get_string("system_prompt", kDefaultSystemPrompt);
   task.finish();
+  build_model_and_stores(r, world, comm);
+}
+
+void LmTask::build_model_and_stores(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   if (r.model.attention != "causal")
     input_error("{}: method lm trains a causal language model; model.attention must be causal, not `{}`", r.file,
                 r.model.attention);
@@ -103,7 +117,7 @@ void LmTask::build(Recipe& r, parallel::World& world, parallel::Communicator& co
   model::apply_lora(model_, r.lora);
 
   open_stores(r, model::load_tokenizer(r.model.path), comm);
-  log::info("lm: {} train / {} eval examples; {} trainable tensors", stores_.size(Split::train), stores_.size(Split::eval),
+  log::info("{}: {} train / {} eval examples; {} trainable tensors", r.method, stores_.size(Split::train), stores_.size(Split::eval),
             trainable().size());
 }
 

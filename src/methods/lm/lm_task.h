@@ -13,11 +13,24 @@
 #pragma once
 #include <memory>
 
+#include "data/readers.h"
 #include "model/llama.h"
 #include "train/stores.h"
 #include "train/task.h"
 
+namespace kiln::data {
+class Tokenizer;
+}
+
 namespace kiln::methods {
+
+// A conversation in FastChat's `ie_as_qa` template: BOS, then `{system} USER: {q} ASSISTANT:` for
+// the first human turn, `USER: {q} ASSISTANT:` for later ones, and `{a}</s>` for each gpt turn
+// (the `</s>` is the EOS id). Appends to `ids` and `mask` (1 on answer tokens and their EOS, the
+// loss targets) and returns the position where the last gpt turn's tokens start (ids.size() when
+// the conversation ends with a human turn): a generation prompt is ids[0, that).
+size_t encode_conversation(const std::vector<data::Turn>& turns, const std::string& system, const data::Tokenizer& tok,
+                           std::vector<int32_t>& ids, std::vector<uint8_t>& mask);
 
 using train::LossSum;
 using train::NamedTensors;
@@ -42,7 +55,9 @@ class LmTask : public train::StoreTask {
   // labels [B, T]: the ids where loss_mask is set, kIgnore elsewhere (not shifted: loss() shifts).
   void prepare(Split s, data::Batch& batch) const override;
 
- private:
+ protected:
+  // Loads the model (LoRA applied) and opens the stores: build() after the method's `task:` keys.
+  void build_model_and_stores(Recipe& recipe, parallel::World& world, parallel::Communicator& comm);
   // Summed next-token loss over targets, and per row: targets and correct argmax predictions.
   LossSum forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row);
 
