@@ -1,0 +1,37 @@
+// UniversalNER's evaluation (official src/eval/evaluate.py; ../shared/METHODS.md section 2): the
+// generated text after the last "ASSISTANT:", its first [...] parsed as a JSON list (unparseable:
+// empty), each item normalised as SQuAD answers are and duplicates dropped; then over all questions
+// of a dataset, micro precision, recall and F1 from the counts of predicted items found in the
+// gold list, predicted items and gold items.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::methods::uniner {
+
+// Lower-case, drop ASCII punctuation, drop the words a / an / the, collapse white space. As
+// Python's str.lower and \b would, except that only ASCII letters change case and every non-ASCII
+// character counts as a letter.
+std::string normalize(const std::string& s);
+
+// The answer list of a model output (or of a gold answer): the text after the last "ASSISTANT:"
+// (all of it when there is none), its first `[` up to the next `]` on the same line, parsed as JSON;
+// each string item normalised, duplicates dropped, order kept. Not a JSON list of strings: empty,
+// and *parsed (when given) false.
+std::vector<std::string> parse_answer(const std::string& output, bool* parsed = nullptr);
+
+struct Counts {
+  int64_t correct = 0, predicted = 0, gold = 0;
+  void add(const std::vector<std::string>& pred, const std::vector<std::string>& gold_items);
+  Counts& operator+=(const Counts& o) {
+    correct += o.correct, predicted += o.predicted, gold += o.gold;
+    return *this;
+  }
+  // With 1e-10 in each denominator, as the official script.
+  double precision() const;
+  double recall() const;
+  double f1() const;
+};
+
+}  // namespace kiln::methods::uniner
