@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/verbs.h"
+#include "core/build_info.h"
 #include "parallel/world.h"
 #ifdef KILN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -19,7 +20,7 @@ void add_version(CLI::App& app, Action& action) {
       std::string mpi_line = parallel::mpi_library_version();
       unsigned maj, min, rel;
       H5get_libversion(&maj, &min, &rel);
-      std::cout << "kiln " << KILN_VERSION << "\n"
+      std::cout << "kiln " << KILN_VERSION << " (commit " << git_commit() << ")\n"
                 << "libtorch " << TORCH_VERSION << "\n"
                 << "MPI " << mpi_line << "\n"
                 << "HDF5 " << maj << "." << min << "." << rel << "\n"

@@ -144,6 +144,7 @@ Recipe read_recipe_tree(recipe::Node tree, const std::string& path) {
     r.data.store_dir = (std::filesystem::path(r.checkpoint.run_dir) / "data").string();
     recipe::apply_override(r.tree, "data.store_dir=" + r.data.store_dir, "default");
   }
+  r.fingerprint = recipe::fingerprint(r.tree);
   return r;
 }
 

@@ -107,6 +107,7 @@ struct Recipe {
   CheckpointConfig checkpoint;
   LogConfig log;
   recipe::Node tree;                       // the resolved tree, saved as recipe.yaml in the run dir
+  std::string fingerprint;                 // recipe::fingerprint of the tree as read, before a method adds defaults
 };
 
 // Reads every common section; `task` is left to the method (call finish on it there).

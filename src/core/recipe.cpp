@@ -1,5 +1,7 @@
 #include "core/recipe.h"
 
+#include "core/hash.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -11,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace fs = std::filesystem;
 
@@ -526,6 +529,29 @@ void Section::finish() const {
                           : fmt::format("unknown key `{}` (did you mean `{}`?)", key_path(kv.first), key_path(hint));
     input_error("{}: {}", kv.second.where(), msg);
   }
+}
+
+namespace {
+void strip_paths(Node& n) {
+  if (n.kind == Node::Kind::Scalar && !n.scalar.empty() && n.scalar[0] == '/')
+    n.scalar = std::filesystem::path(n.scalar).filename().string();
+  for (auto& [k, v] : n.map) strip_paths(v);
+  for (auto& v : n.list) strip_paths(v);
+}
+}  // namespace
+
+std::string fingerprint(const Node& tree) {
+  Node t = tree;
+  auto drop = [](Node& parent, const std::string& key) {
+    parent.map.remove_if([&](const auto& kv) { return kv.first == key; });
+  };
+  for (const char* s : {"checkpoint", "log", "dist"}) drop(t, s);
+  if (Node* d = t.find("data")) drop(*d, "store_dir");
+  if (Node* tr = t.find("train"))
+    for (const char* k : {"seed", "threads", "eval_batch", "memory_check"}) drop(*tr, k);
+  strip_paths(t);
+  const std::string y = to_yaml(t);
+  return sha256_hex(y.data(), y.size());
 }
 
 }  // namespace kiln::recipe

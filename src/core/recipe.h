@@ -35,6 +35,13 @@ void apply_override(Node& root, const std::string& assignment, const std::string
 void merge(Node& base, const Node& over);                  // over wins, maps merge recursively
 std::string to_yaml(const Node& n);                        // the resolved recipe, for the run dir
 
+// sha256 of what defines an experiment in a resolved recipe tree, so that runs of one recipe can be
+// told from runs of an edited one (`kiln report`): the tree without checkpoint.*, log.*, dist.*,
+// data.store_dir, train.seed / threads / eval_batch / memory_check, with absolute paths cut to
+// their last component, so the same recipe in another clone, with another seed or launcher,
+// hashes the same. Overrides of other keys change it.
+std::string fingerprint(const Node& tree);
+
 // Levenshtein distance: for "did you mean" suggestions.
 size_t edit_distance(const std::string& a, const std::string& b);
 

@@ -316,6 +316,7 @@ CheckpointFile capture_checkpoint(TrainingState& s) {
   meta["kiln_version"] = KILN_VERSION;
   meta["method"] = s.recipe.method;
   meta["step"] = s.step;
+  meta["tokens_seen"] = s.tokens_seen;
   meta["total_steps"] = s.schedule.total();
   meta["optimizer"] = {{"kind", "adamw"}, {"steps", s.optimizer.steps()}};
   meta["schedule"] = {{"kind", s.schedule.kind()}, {"lr", s.recipe.train.lr}, {"warmup", s.schedule.warmup()}, {"total", s.schedule.total()}};
@@ -370,6 +371,7 @@ void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::st
     throw InputError(fmt::format("checkpoint {}: {}", path, e.what()));
   }
   s.step = meta["step"].get<int64_t>();
+  s.tokens_seen = meta.value("tokens_seen", int64_t(0));  // 0 in checkpoints older than the field
   data::Sampler::State st;
   st.epoch = meta["sampler"]["epoch"].get<int64_t>();
   st.position = meta["sampler"]["position"].get<int64_t>();

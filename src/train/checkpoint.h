@@ -71,6 +71,7 @@ struct TrainingState {
   const Schedule& schedule;
   int64_t& step;
   int64_t global_batch;
+  int64_t& tokens_seen;  // tokens trained on so far (all ranks), for curves against tokens
 };
 
 // Collective (RNG states and a sharded optimizer's state are gathered); the result is complete on

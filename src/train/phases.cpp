@@ -60,6 +60,7 @@ std::vector<PhaseResult> fit_phases(const Recipe& recipe, Task& task, parallel::
     nlohmann::json j;
     j["method"] = recipe.method;
     j["main_metric"] = task.main_metric();
+    j.update(run_provenance(recipe, world.size()));
     for (auto& p : out) {
       j["phases"][p.phase]["step"] = p.fit.step;
       if (!p.fit.eval.empty()) j["phases"][p.phase]["eval"] = metrics_json(p.fit.eval);

@@ -5,12 +5,26 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/build_info.h"
+#include "core/config.h"
 #include "core/error.h"
 #include "train/tensorboard.h"
 
 namespace kiln::train {
 
 namespace fs = std::filesystem;
+
+nlohmann::json run_provenance(const Recipe& r, int ranks) {
+  nlohmann::json j;
+  j["recipe"] = r.name;
+  j["recipe_file"] = r.file.empty() ? std::string() : fs::absolute(r.file).string();
+  j["recipe_sha256"] = r.fingerprint;
+  j["commit"] = git_commit();
+  j["ranks"] = ranks;
+  j["model"] = fs::path(r.model.path).filename().string();
+  j["seed"] = r.train.seed;
+  return j;
+}
 
 RunLog::RunLog(const std::string& run_dir, int64_t resume_step, bool tensorboard) {
   fs::create_directories(run_dir);

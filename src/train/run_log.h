@@ -10,11 +10,19 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 
+namespace kiln {
+struct Recipe;
+}
+
 namespace kiln::train {
 
 // Metrics as a JSON object, for metrics.jsonl, results.json and `kiln eval`: JSON has no NaN, so a
 // value that is not finite (the AUC of a single class) is null.
 nlohmann::json metrics_json(const std::map<std::string, double>& metrics);
+
+// Where a run's figures come from, for results.json (and `kiln report`): recipe name, file and
+// fingerprint, the commit kiln was built from, ranks, model folder name, seed.
+nlohmann::json run_provenance(const Recipe& r, int ranks);
 
 class EventWriter;
 

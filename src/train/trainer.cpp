@@ -230,6 +230,7 @@ double Trainer::train_step() {
   at::Tensor stats = scalar_tensor({loss_sum, double(tokens), StopSignals::requested() ? 1.0 : 0.0});
   comm_.all_reduce(stats, parallel::ReduceOp::Sum, "step stats");
   last_tokens_ = int64_t(stats[1].item<double>());
+  tokens_seen_ += last_tokens_;
   stop_ = stats[2].item<double>() > 0;
   return global_targets > 0 ? stats[0].item<double>() / global_targets : 0.0;
 }
@@ -284,7 +285,7 @@ void Trainer::save_checkpoint(const std::string& path) {
 }
 
 TrainingState Trainer::state() {
-  return TrainingState{recipe_, task_, world_, comm_, params_, *opt_, *sampler_, *schedule_, step_, global_batch_};
+  return TrainingState{recipe_, task_, world_, comm_, params_, *opt_, *sampler_, *schedule_, step_, global_batch_, tokens_seen_};
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool weights_only) {
@@ -385,7 +386,7 @@ FitResult Trainer::fit() {
     progress.step(step_, loss, last_tokens_, fmt::format("lr {:.3g}", last_lr_));
     if (log_ && (step_ % std::max<int64_t>(1, t.log_every) == 0 || step_ == total_steps_ || stop_)) {
       log_->write(step_, "train",
-                  {{"loss", loss}, {"lr", last_lr_}, {"grad_norm", last_grad_norm_}, {"tokens", double(last_tokens_)},
+                  {{"loss", loss}, {"lr", last_lr_}, {"grad_norm", last_grad_norm_}, {"tokens", double(last_tokens_)}, {"tokens_seen", double(tokens_seen_)},
                    {"epoch", double(sampler_->state().epoch) +
                                  double(sampler_->state().position) / double(sampler_->size())}});
       log_->flush();
@@ -406,12 +407,16 @@ FitResult Trainer::fit() {
   if (last_saved != step_) save();
   if (world_.is_root()) {
     nlohmann::json j;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     j["step"] = step_;
     j["method"] = recipe_.method;
     j["main_metric"] = task_.main_metric();
     if (!res.eval.empty()) j["eval"] = metrics_json(res.eval);
+    j.update(run_provenance(recipe_, world_.size()));  // where the figures come from, for `kiln report`
+    j["tokens_seen"] = tokens_seen_;
+    j["train_seconds"] = secs;  // of this process: a resumed run counts from its resume
+    j["resumed_from"] = res.resumed_from;
     std::ofstream(fs::path(run_dir_) / "results.json") << j.dump(2) << '\n';
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::string table = results_table(res.eval, secs, res.resumed_from);
     if (!res.eval.empty()) {
       std::string more = task_.write_results(records_, run_dir_);

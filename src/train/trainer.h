@@ -88,7 +88,7 @@ class Trainer {
   std::unique_ptr<RunLog> log_;
   EvalRecords records_;
   double last_grad_norm_ = 0, last_lr_ = 0;
-  int64_t last_tokens_ = 0;
+  int64_t last_tokens_ = 0, tokens_seen_ = 0;
   bool stop_ = false;
 };
 

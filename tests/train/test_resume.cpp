@@ -100,17 +100,23 @@ TEST(Resume, StopAndResumeEqualsUnbrokenRun) {
     std::ifstream in(s.checkpoint.run_dir + "/metrics.jsonl");
     std::string line;
     std::vector<int64_t> steps;
+    std::vector<double> seen;  // tokens trained on: counted on from the checkpoint, never restarted
     while (std::getline(in, line)) {
       auto j = nlohmann::json::parse(line);
-      if (j["split"] == "train") steps.push_back(j["step"].get<int64_t>());
+      if (j["split"] == "train") steps.push_back(j["step"].get<int64_t>()), seen.push_back(j["tokens_seen"].get<double>());
     }
     EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+    ASSERT_EQ(seen.size(), 8u);
+    for (size_t i = 1; i < seen.size(); ++i) EXPECT_GT(seen[i], seen[i - 1]) << "step " << i + 1;
+    auto results = nlohmann::json::parse(std::ifstream(s.checkpoint.run_dir + "/results.json"));
+    EXPECT_EQ(results["tokens_seen"].get<double>(), seen.back());
+    EXPECT_EQ(results["resumed_from"].get<int64_t>(), 3);
     EXPECT_TRUE(fs::exists(s.checkpoint.run_dir + "/recipe.yaml"));
     EXPECT_TRUE(fs::exists(s.checkpoint.run_dir + "/results.json"));
     int scalars = 0;
     for (auto& f : fs::directory_iterator(s.checkpoint.run_dir + "/tb"))
       scalars += int(train::read_events(f.path().string()).scalars.size());
-    EXPECT_EQ(scalars, 8 * 5 + 6);  // loss, lr, grad_norm, tokens, epoch a step; 6 eval metrics at the end
+    EXPECT_EQ(scalars, 8 * 6 + 6);  // loss, lr, grad_norm, tokens, tokens_seen, epoch a step; 6 eval metrics at the end
   }
 }
 
