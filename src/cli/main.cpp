@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   cli::add_eval(app, action);
   cli::add_export(app, action);
   cli::add_generate(app, action);
+  cli::add_report(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
