@@ -119,9 +119,11 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
 std::string MemoryPlan::table(const Recipe& r, int world_size) const {
   std::ostringstream o;
   o << fmt::format("memory plan per rank ({} ranks; estimate, docs/train.md):\n", world_size);
-  o << fmt::format("  parameters   {:>12}  {:.3g} M parameters in {}\n", gib(weights), double(parameters) / 1e6,
-                   r.model.dtype);
-  o << fmt::format("  gradients    {:>12}  {:.3g} M trainable ({})\n", gib(gradients), double(trainable) / 1e6,
+  auto count = [](int64_t n) {
+    return n >= 1000000000 ? fmt::format("{:.2f} B", double(n) / 1e9) : fmt::format("{:.3g} M", double(n) / 1e6);
+  };
+  o << fmt::format("  parameters   {:>12}  {} parameters in {}\n", gib(weights), count(parameters), r.model.dtype);
+  o << fmt::format("  gradients    {:>12}  {} trainable ({})\n", gib(gradients), count(trainable),
                    r.lora.enabled ? "LoRA" : "full fine-tuning");
   o << fmt::format("  optimizer    {:>12}  AdamW moments in float32{}\n", gib(optimizer),
                    r.dist.zero1 && world_size > 1 ? fmt::format(", sharded over {} ranks (ZeRO-1)", world_size)
