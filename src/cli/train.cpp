@@ -30,7 +30,18 @@ Session::Session(const RecipeArgs& args, bool training)
   log::info("kiln: {} rank(s)\n{}", world.size(), layout);
   comm = parallel::make_communicator(recipe.dist, world);
   task = methods::make_task(recipe);
-  if (training) train::check_memory_plan(recipe, world.size(), world.local_size(), world.device(), world.is_root());
+  if (training) {
+    train::check_memory_plan(recipe, world.size(), world.local_size(), world.device(), world.is_root());
+    // A run directory that cannot be made fails here, naming its key, not later in a writer.
+    for (auto [key, dir] : {std::pair<const char*, const std::string*>{"checkpoint.run_dir", &recipe.checkpoint.run_dir},
+                            {"data.store_dir", &recipe.data.store_dir}}) {
+      std::error_code ec;
+      std::filesystem::create_directories(*dir, ec);
+      if (ec || !std::filesystem::is_directory(*dir))
+        input_error("{}: key `{}`: cannot create {} ({})", recipe.file, key, *dir,
+                    ec ? ec.message() : "a file of that name exists");
+    }
+  }
   // Identical initial weights (LoRA, heads) on every rank; the trainer broadcasts rank 0's anyway.
   at::manual_seed(uint64_t(recipe.train.seed));
   task->build(recipe, world, *comm);

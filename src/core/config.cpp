@@ -52,6 +52,7 @@ void read_data(recipe::Section s, DataConfig& c) {
   c.padding_side = s.get_choice("padding_side", c.padding_side, {"right", "left"});
   c.group_by_length = s.get_bool("group_by_length", c.group_by_length);
   c.on_bad_record = s.get_choice("on_bad_record", c.on_bad_record, {"error", "skip"});
+  c.invalid_utf8 = s.get_choice("invalid_utf8", c.invalid_utf8, {"error", "replace"});
   c.max_train_examples = s.get_int("max_train_examples", c.max_train_examples, 0, kMaxInt);
   c.max_eval_examples = s.get_int("max_eval_examples", c.max_eval_examples, 0, kMaxInt);
   c.kind = s.get_string("kind", c.kind);  // checked by the method's encoder

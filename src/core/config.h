@@ -40,6 +40,7 @@ struct DataConfig {
   std::string padding_side = "right";      // right | left
   bool group_by_length = false;
   std::string on_bad_record = "error";     // error | skip
+  std::string invalid_utf8 = "error";      // error (naming file:line) | replace (with U+FFFD)
   int64_t max_train_examples = 0;          // 0: all
   int64_t max_eval_examples = 0;
   // Added by the data pipeline (src/data):

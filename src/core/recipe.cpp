@@ -88,6 +88,10 @@ Node parse_yaml(const std::string& text, const std::string& name) {
 }
 
 std::string read_file(const std::string& path, const std::string& referrer) {
+  // An ifstream opens a directory and reads nothing from it: the recipe would look empty.
+  if (fs::is_directory(path))
+    input_error("{}`{}` is a directory, not a recipe file (give one of its .yaml files)",
+                referrer.empty() ? "" : referrer + ": extends ", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (!fs::exists(path)) {

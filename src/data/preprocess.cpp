@@ -179,6 +179,9 @@ std::vector<SplitSummary> preprocess(const Recipe& r, const Encoder& enc, const 
     for (const std::string& file : s.files) {
       ReadStats st;
       std::vector<Record> recs = enc.read(c, s.name, file, &st);
+      if (int64_t n = check_utf8(recs, c.invalid_utf8 == "replace"); n > 0 && par.rank == 0)
+        log::warn("{}: {} text{} with invalid UTF-8 bytes replaced by U+FFFD (data.invalid_utf8: replace)", file, n,
+                  n == 1 ? "" : "s");
       if (recs.empty())
         input_error("{}: no {} records{} (data.{})", file, f,
                     st.skipped ? fmt::format(" left, {} malformed ones skipped", st.skipped) : "", s.name);

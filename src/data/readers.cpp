@@ -517,4 +517,68 @@ std::vector<Record> read_records(const std::string& format, const std::string& p
               format);
 }
 
+namespace {
+// Length of the well-formed UTF-8 sequence at s[i], 0 when ill-formed (Unicode Table 3-7).
+size_t utf8_len(const std::string& s, size_t i) {
+  auto b = [&](size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+  const unsigned c = b(i);
+  if (c < 0x80) return 1;
+  auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) { return b(k) >= lo && b(k) <= hi; };
+  if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
+  if (c == 0xE0) return cont(i + 1, 0xA0) && cont(i + 2) ? 3 : 0;
+  if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(i + 1) && cont(i + 2) ? 3 : 0;
+  if (c == 0xED) return cont(i + 1, 0x80, 0x9F) && cont(i + 2) ? 3 : 0;
+  if (c == 0xF0) return cont(i + 1, 0x90) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  if (c >= 0xF1 && c <= 0xF3) return cont(i + 1) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  if (c == 0xF4) return cont(i + 1, 0x80, 0x8F) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  return 0;
+}
+}  // namespace
+
+size_t invalid_utf8_at(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8_len(s, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::string::npos;
+}
+
+std::string replace_invalid_utf8(const std::string& s) {
+  std::string o;
+  o.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8_len(s, i);
+    if (n == 0) {
+      o += "\xEF\xBF\xBD";
+      ++i;
+    } else {
+      o.append(s, i, n);
+      i += n;
+    }
+  }
+  return o;
+}
+
+int64_t check_utf8(std::vector<Record>& records, bool replace) {
+  int64_t changed = 0;
+  for (auto& r : records) {
+    auto one = [&](std::string& t, int64_t line) {
+      const size_t at = invalid_utf8_at(t);
+      if (at == std::string::npos) return;
+      if (!replace)
+        input_error("{}:{}: invalid UTF-8 (byte 0x{:02X} at byte {} of `{}`); fix the file, or set data.invalid_utf8: "
+                    "replace",
+                    r.file, line, static_cast<unsigned char>(t[at]), at, shorten(replace_invalid_utf8(t), 60));
+      t = replace_invalid_utf8(t);
+      ++changed;
+    };
+    one(r.text, r.line), one(r.text_pair, r.line), one(r.label, r.line);
+    for (size_t i = 0; i < r.words.size(); ++i) one(r.words[i], r.line + int64_t(i));
+    for (size_t i = 0; i < r.tags.size(); ++i) one(r.tags[i], r.line + int64_t(i));
+    for (auto& t : r.turns) one(t.from, r.line), one(t.value, r.line);
+  }
+  return changed;
+}
+
 }  // namespace kiln::data

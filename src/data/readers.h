@@ -67,6 +67,16 @@ std::vector<Record> read_conversations(const std::string& path, const ReadOption
 std::vector<Record> read_records(const std::string& format, const std::string& path, const ReadOptions& o,
                                  ReadStats* st = nullptr);
 
+// The offset of the first byte of `s` that does not start or continue a well-formed UTF-8 sequence
+// (overlong forms, surrogates and code points past U+10FFFF included); npos when it is all valid.
+size_t invalid_utf8_at(const std::string& s);
+// `s` with each ill-formed sequence replaced by U+FFFD.
+std::string replace_invalid_utf8(const std::string& s);
+// Every text of the records (texts, labels, words, tags, turns) checked: with `replace`, ill-formed
+// bytes become U+FFFD (returns how many texts changed); else InputError "<file>:<line>: invalid
+// UTF-8 ..." at the word's own line for CoNLL records.
+int64_t check_utf8(std::vector<Record>& records, bool replace);
+
 // Splits one line of CSV text into fields; exposed for tests. `line` may hold embedded newlines.
 std::vector<std::string> split_delimited(const std::string& line, char delim, bool quoting);
 

@@ -76,19 +76,21 @@ bool is_integer(const std::string& s) {
 
 std::vector<std::string> build_label_map(bool tags, const std::vector<std::string>& declared,
                                          const std::vector<Record>& train, const std::vector<Record>& eval) {
+  // f(label, where): a tag's own line (CoNLL: one word a line from the record's first), else the
+  // record's.
   auto each_label = [&](const std::vector<Record>& recs, auto f) {
     for (auto& r : recs) {
       if (tags) {
-        for (auto& t : r.tags) f(t, r);
+        for (size_t i = 0; i < r.tags.size(); ++i) f(r.tags[i], [&r, i] { return r.file + ":" + std::to_string(r.line + int64_t(i)); });
       } else {
-        f(r.label, r);
+        f(r.label, [&r] { return r.where(); });
       }
     }
   };
   std::vector<std::string> names = declared;
   if (names.empty()) {
     std::set<std::string> seen;
-    each_label(train, [&](const std::string& l, const Record&) { seen.insert(l); });
+    each_label(train, [&](const std::string& l, auto) { seen.insert(l); });
     names.assign(seen.begin(), seen.end());
     if (tags) {
       // O first, then by entity type with B- before I-: readable confusion matrices, stable ids.
@@ -106,8 +108,8 @@ std::vector<std::string> build_label_map(bool tags, const std::vector<std::strin
   std::set<std::string> known(names.begin(), names.end());
   std::map<std::string, std::string> unknown;  // label -> first place seen
   auto check = [&](const std::vector<Record>& recs) {
-    each_label(recs, [&](const std::string& l, const Record& r) {
-      if (!known.count(l) && !unknown.count(l)) unknown[l] = r.where();
+    each_label(recs, [&](const std::string& l, auto where) {
+      if (!known.count(l) && !unknown.count(l)) unknown[l] = where();
     });
   };
   if (!declared.empty()) check(train);

@@ -36,6 +36,12 @@ std::vector<std::vector<int64_t>> generate(Llama& model, const std::vector<std::
       if (id < 0 || id >= cfg.vocab_size) input_error("generate: token id {} is outside the vocabulary [0, {})", id, cfg.vocab_size);
     longest = std::max<int64_t>(longest, int64_t(p.size()));
   }
+  // Positions past the context were never trained (and RoPE scaling tables end there).
+  if (longest + opts.max_new_tokens > cfg.max_position_embeddings)
+    input_error("generate: a prompt of {} tokens and {} new ones exceed the model's context of {} "
+                "(max_position_embeddings in {}); ask for at most {} new tokens",
+                longest, opts.max_new_tokens, cfg.max_position_embeddings, cfg.source.empty() ? "config.json" : cfg.source,
+                std::max<int64_t>(0, cfg.max_position_embeddings - longest));
   const bool was_training = model->is_training();
   model->eval();
   at::NoGradGuard no_grad;

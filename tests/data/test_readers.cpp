@@ -304,3 +304,27 @@ TEST(Align, Iob1ToBio) {
   EXPECT_FALSE(valid_tag("X-PER"));
   EXPECT_FALSE(valid_tag("B-"));
 }
+
+TEST(Readers, InvalidUtf8IsAnErrorAtItsLineOrReplaced) {
+  EXPECT_EQ(kiln::data::invalid_utf8_at("plain, Привет, 😀"), std::string::npos);
+  EXPECT_EQ(kiln::data::invalid_utf8_at("ab\xff"), 2u);
+  EXPECT_EQ(kiln::data::invalid_utf8_at("\xC0\xAF"), 0u);      // overlong '/'
+  EXPECT_EQ(kiln::data::invalid_utf8_at("x\xED\xA0\x80"), 1u); // a UTF-16 surrogate
+  EXPECT_EQ(kiln::data::invalid_utf8_at("\xF4\x90\x80\x80"), 0u);  // past U+10FFFF
+  EXPECT_EQ(kiln::data::invalid_utf8_at("\xE2\x82"), 0u);      // cut short
+  EXPECT_EQ(kiln::data::replace_invalid_utf8("a\xff" "b"), "a\xEF\xBF\xBD" "b");
+  // A CoNLL sentence whose third word is bad: named at that word's line.
+  kiln::data::Record r;
+  r.file = "x.conll", r.line = 10;
+  r.words = {"EU", "says", "Bonn\xff"};
+  r.tags = {"I-ORG", "O", "I-LOC"};
+  std::vector<kiln::data::Record> recs{r};
+  try {
+    kiln::data::check_utf8(recs, false);
+    FAIL() << "no error";
+  } catch (const kiln::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("x.conll:12: invalid UTF-8 (byte 0xFF"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(kiln::data::check_utf8(recs, true), 1);
+  EXPECT_EQ(recs[0].words[2], "Bonn\xEF\xBF\xBD");
+}

@@ -224,6 +224,12 @@ TEST(Preprocess, UserErrors) {
   expect_input_error(
       [&] { preprocess(recipe("  format: tsv\n  labels: [\"0\"]\n  train: " + tr + "\n", dir), llama2()); },
       "1 label outside the declared (data.labels) set [0]: `1` (" + tr + ":3)");
+  // A CoNLL tag outside the set is named at its own line, not at its sentence's first.
+  std::string ctr = temp_file("tr.conll", "EU I-ORG\nsays O\n\nBonn I-LOC\n");
+  std::string cev = temp_file("ev.conll", "a O\nb O\nc O\nPeter I-PER\n");
+  expect_input_error(
+      [&] { preprocess(recipe("  format: conll\n  train: " + ctr + "\n  eval: " + cev + "\n", dir), llama2()); },
+      "`B-PER` (" + cev + ":4)");
   std::string empty = temp_file("empty.tsv", "sentence\tlabel\n\n");
   expect_input_error([&] { preprocess(recipe("  format: tsv\n  train: " + empty + "\n", dir), llama2()); },
                      empty + ": no tsv records");
