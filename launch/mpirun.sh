@@ -139,12 +139,14 @@ if [[ $dry_run -eq 1 ]]; then
   printf '%q ' "${cmd[@]}"; echo
   exit 0
 fi
-# Not exec: the EXIT trap must remove the derived host file. mpirun forwards SIGUSR1/SIGTERM to the
-# ranks, so relay them to it (a bash in the foreground would hold them until mpirun exits).
+# Not exec: the EXIT trap must remove the derived host file, and signals are relayed (a bash in the
+# foreground would hold them until mpirun exits). mpirun forwards SIGUSR1 to the ranks, which then
+# finish the step, checkpoint and exit 3; on a SIGTERM of its own it kills them about 2 s later,
+# losing the step. So a SIGTERM here (a scheduler's, a user's kill) goes on as SIGUSR1.
 "${cmd[@]}" &
 pid=$!
 trap 'kill -USR1 $pid 2>/dev/null || true' USR1
-trap 'kill -TERM $pid 2>/dev/null || true' TERM
+trap 'kill -USR1 $pid 2>/dev/null || true' TERM
 trap 'kill -INT $pid 2>/dev/null || true' INT
 while true; do
   rc=0
