@@ -24,16 +24,17 @@ std::string g_checkpoint, g_out;
 bool g_base = false;
 
 // The evaluation's files in --out DIR (rank 0): the metrics, and what the method adds.
-void write_out(Session& s, const train::Trainer& trainer, const nlohmann::json& j, const std::string& dir) {
+void write_out(Session& s, const train::Trainer& trainer, const nlohmann::json& j,
+               const std::map<std::string, double>& m, const std::string& dir) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   std::ofstream(fs::path(dir) / "metrics.json") << j.dump(2) << '\n';
-  std::string md = fmt::format("| recipe | checkpoint | ranks | {} |\n|---|---|---|---|\n", s.task->main_metric());
-  const auto& m = j.contains("metrics") ? j["metrics"] : nlohmann::json::object();
-  md += fmt::format("| {} | {} | {} | {} |\n\n", s.recipe.name, j["checkpoint"].get<std::string>().empty() ? "(base model)" : j["checkpoint"].get<std::string>(),
-                    s.world.size(), m.contains(s.task->main_metric()) ? m[s.task->main_metric()].dump() : "-");
-  md += "| metric | value |\n|---|---|\n";
-  for (auto& [k, v] : m.items()) md += fmt::format("| {} | {} |\n", k, v.dump());
+  const std::string main = s.task->main_metric(), from = j["checkpoint"].get<std::string>();
+  auto it = m.find(main);
+  std::string md = fmt::format("| recipe | checkpoint | ranks | {} |\n|---|---|---|---|\n", main);
+  md += fmt::format("| {} | {} | {} | {} |\n\n", s.recipe.name, from.empty() ? "(base model)" : from, s.world.size(),
+                    it == m.end() ? "-" : fmt::format("{:.4f}", it->second));
+  md += train::metrics_table(m);
   std::string more = s.task->write_results(trainer.last_records(), dir);
   if (!more.empty()) md += "\n" + more;
   std::ofstream(fs::path(dir) / "results.md") << md;
@@ -55,7 +56,7 @@ nlohmann::json evaluate(Session& s, const Recipe& recipe, const std::string& out
   j["step"] = trainer.step();
   j["main_metric"] = s.task->main_metric();
   if (!m.empty()) j["metrics"] = train::metrics_json(m);
-  if (!out_dir.empty() && s.world.is_root()) write_out(s, trainer, j, out_dir);
+  if (!out_dir.empty() && s.world.is_root()) write_out(s, trainer, j, m, out_dir);
   return j;
 }
 

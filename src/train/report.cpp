@@ -33,7 +33,11 @@ struct Run {
   std::string dir;
   json results;
   std::string name, fingerprint;
-  // Curves: (step, tokens seen, loss) of training lines; (step, value) of the cell's metric.
+};
+
+// A run's curves for one cell: (step, tokens seen, loss) of its training lines, (step, value) of
+// the cell's metric.
+struct Curves {
   std::vector<std::array<double, 3>> train;
   std::vector<std::pair<double, double>> metric;
 };
@@ -140,7 +144,8 @@ std::optional<Run> read_run(const std::string& dir) {
 }
 
 // The curves of `run` for a cell (a phase's own run directory for a method with phases).
-void read_curves(Run& run, const std::string& metric, const std::string& phase) {
+Curves read_curves(const Run& run, const std::string& metric, const std::string& phase) {
+  Curves out;
   const fs::path m = fs::path(run.dir) / phase / "metrics.jsonl";
   std::ifstream f(m);
   std::string line;
@@ -149,10 +154,11 @@ void read_curves(Run& run, const std::string& metric, const std::string& phase) 
     if (j.is_discarded() || !j.contains("step")) continue;
     const double step = j["step"].get<double>();
     if (j.value("split", "") == "train" && j.contains("loss") && j["loss"].is_number())
-      run.train.push_back({step, j.contains("tokens_seen") ? j["tokens_seen"].get<double>() : NAN, j["loss"].get<double>()});
+      out.train.push_back({step, j.contains("tokens_seen") ? j["tokens_seen"].get<double>() : NAN, j["loss"].get<double>()});
     else if (j.value("split", "") == "eval" && j.contains(metric) && j[metric].is_number())
-      run.metric.emplace_back(step, j[metric].get<double>());
+      out.metric.emplace_back(step, j[metric].get<double>());
   }
+  return out;
 }
 
 std::optional<double> value_of(const Run& run, const Cell& c) {
@@ -185,11 +191,9 @@ std::string slug(const std::string& s) {
 
 // A path as a person reads it from where kiln report runs: relative when under the working
 // directory, else absolute.
-std::string rel(const std::string& path, const std::string& = "") {
-  std::error_code ec;
-  const fs::path cwd = fs::current_path(), p = fs::absolute(path).lexically_normal();
-  fs::path r = p.lexically_relative(cwd);
-  if (ec || r.empty() || *r.begin() == "..") return p.string();
+std::string rel(const std::string& path) {
+  const fs::path p = fs::absolute(path).lexically_normal(), r = p.lexically_relative(fs::current_path());
+  if (r.empty() || *r.begin() == "..") return p.string();
   return r.string();
 }
 
@@ -278,7 +282,7 @@ ReportSummary write_report(const std::vector<std::string>& inputs, const std::st
           if (v) (flagged ? edited : current).push_back(*v * t.scale);
           const json& j = r->results;
           runs_md += fmt::format(
-              "| {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", row, col, rel(r->dir, out.string()),
+              "| {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", row, col, rel(r->dir),
               j.value("recipe", r->name), j.value("commit", std::string("-")), j.contains("ranks") ? j["ranks"].dump() : "-",
               j.value("model", std::string("-")), j.contains("step") ? j["step"].dump() : "-",
               j.contains("tokens_seen") ? human(j["tokens_seen"].get<double>()) : "-",
@@ -289,16 +293,15 @@ ReportSummary write_report(const std::vector<std::string>& inputs, const std::st
               : r->fingerprint.empty() ? std::string("recipe fingerprint unknown (an older run)")
                                        : std::string());
           // Curves, one series per run.
-          Run copy = *r;
-          read_curves(copy, c.metric, c.phase);
+          const Curves curves = read_curves(*r, c.metric, c.phase);
           std::string label = fmt::format("{} / {}{}{}", row, col, j.contains("seed") ? fmt::format(" (seed {})", j["seed"].dump()) : "",
                                           flagged ? " [older recipe]" : "");
           Series steps{label, {}}, tokens{label, {}}, metric{label, {}};
-          for (const auto& p : copy.train) {
+          for (const auto& p : curves.train) {
             steps.points.emplace_back(p[0], p[2]);
             if (std::isfinite(p[1])) tokens.points.emplace_back(p[1], p[2]);
           }
-          for (const auto& [s, v2] : copy.metric) metric.points.emplace_back(s, v2 * t.scale);
+          for (const auto& [s, v2] : curves.metric) metric.points.emplace_back(s, v2 * t.scale);
           by_step.series.push_back(steps), by_tokens.series.push_back(tokens), mchart.series.push_back(metric);
         }
         const std::vector<double>& vals = current.empty() ? edited : current;
@@ -323,13 +326,13 @@ ReportSummary write_report(const std::vector<std::string>& inputs, const std::st
         }
         if (!c.paper && !vals.empty()) cell += " · no paper number";
         md += " " + cell + " |";
-        sources_md += fmt::format("- {} / {}: recipe {}{}; metric `{}`{}; paper: {}\n", row, col, rel(c.recipe_file, out.string()),
+        sources_md += fmt::format("- {} / {}: recipe {}{}; metric `{}`{}; paper: {}\n", row, col, rel(c.recipe_file),
                                   c.recipe_error.empty() ? "" : " (not resolvable here: " + c.recipe_error + ")", c.metric,
                                   c.phase.empty() ? "" : " of phase `" + c.phase + "`",
                                   c.paper ? (c.source.empty() ? fmt_num(*c.paper, t.digits) : c.source) : "none");
         if (c.runs.empty() && !c.run_dir.empty())
-          sources_md += fmt::format("  missing: no run in {}; `kiln train {}` makes one\n", rel(c.run_dir, out.string()),
-                                    rel(c.recipe_file, fs::current_path().string()));
+          sources_md += fmt::format("  missing: no run in {}; `kiln train {}` makes one\n", rel(c.run_dir),
+                                    rel(c.recipe_file));
       }
       md += "\n";
     }

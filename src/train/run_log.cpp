@@ -1,5 +1,7 @@
 #include "train/run_log.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -13,6 +15,12 @@
 namespace kiln::train {
 
 namespace fs = std::filesystem;
+
+std::string metrics_table(const std::map<std::string, double>& metrics) {
+  std::string out = "| metric | value |\n|---|---|\n";
+  for (const auto& [k, v] : metrics) out += fmt::format("| {} | {:.4f} |\n", k, v);
+  return out;
+}
 
 nlohmann::json run_provenance(const Recipe& r, int ranks) {
   nlohmann::json j;

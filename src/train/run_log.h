@@ -19,6 +19,8 @@ namespace kiln::train {
 // Metrics as a JSON object, for metrics.jsonl, results.json and `kiln eval`: JSON has no NaN, so a
 // value that is not finite (the AUC of a single class) is null.
 nlohmann::json metrics_json(const std::map<std::string, double>& metrics);
+// Metrics as a Markdown table for people (results.md of a run and of `kiln eval --out`).
+std::string metrics_table(const std::map<std::string, double>& metrics);
 
 // Where a run's figures come from, for results.json (and `kiln report`): recipe name, file and
 // fingerprint, the commit kiln was built from, ranks, model folder name, seed.

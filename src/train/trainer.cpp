@@ -317,9 +317,7 @@ std::string Trainer::results_table(const std::map<std::string, double>& eval, do
                      recipe_.data.eval.empty() ? "-" : fs::path(recipe_.data.eval).filename().string(), world_.size(),
                      step_, resumed_from >= 0 ? fmt::format(" (resumed at {})", resumed_from) : "", seconds,
                      it == eval.end() ? "-" : fmt::format("{:.4f}", it->second));
-  out += "| metric | value |\n|---|---|\n";
-  for (auto& [k, v] : eval) out += fmt::format("| {} | {:.4f} |\n", k, v);
-  return out;
+  return out + metrics_table(eval);
 }
 
 FitResult Trainer::fit() {
