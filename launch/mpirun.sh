@@ -125,6 +125,7 @@ else
 fi
 
 export OMP_NUM_THREADS=$threads
+export KILN_LAUNCHER=launch/mpirun.sh  # kiln then knows SIGTERM is relayed (no bare-mpirun advice)
 for v in PATH LD_LIBRARY_PATH OMP_NUM_THREADS $(compgen -e | grep -E '^(KILN_|NCCL_|CUDA_|UCX_|OMPI_MCA_)' || true); do
   [[ -n ${!v+x} ]] && cmd+=(-x "$v")
 done

@@ -61,11 +61,9 @@ nlohmann::json evaluate(Session& s, const Recipe& recipe, const std::string& out
 }
 
 int run_eval() {
-  Session s(g_eval_args);
-  if (!g_checkpoint.empty()) s.recipe.checkpoint.resume = g_checkpoint;
-  if (g_base) s.recipe.checkpoint.resume = "none";
   if (!g_out.empty() && std::filesystem::exists(std::filesystem::path(g_out) / "results.md"))
     input_error("--out {}: it already holds results.md (choose a new directory; nothing is overwritten)", g_out);
+  Session s(g_eval_args, g_checkpoint, g_base);
   nlohmann::json out;
   if (s.task->phases().empty() || !g_checkpoint.empty() || g_base) {
     out = evaluate(s, s.recipe, g_out);

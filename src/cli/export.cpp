@@ -7,6 +7,7 @@
 
 #include "cli/train_session.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "parallel/world.h"
 #include "train/task.h"
@@ -23,17 +24,20 @@ int run_export() {
   namespace fs = std::filesystem;
   if (fs::exists(g_out) && !(fs::is_directory(g_out) && fs::is_empty(g_out)))
     input_error("--out {}: exists and is not an empty folder (kiln export never overwrites)", g_out);
-  Session s(g_export_args);
-  if (!g_checkpoint.empty()) s.recipe.checkpoint.resume = g_checkpoint;
+  Session s(g_export_args, g_checkpoint, /*base=*/false);
   train::Trainer trainer(s.recipe, *s.task, s.world, *s.comm);
   std::string from = trainer.resume_path();
   if (from.empty()) input_error("no checkpoint to export in {} (give --checkpoint FILE|RUN_DIR)", trainer.run_dir());
   trainer.load_checkpoint(from, /*weights_only=*/true);
   if (s.world.is_root()) {
-    if (g_merged)
-      s.task->export_merged(g_out);
-    else
-      s.task->export_adapter(g_out);
+    // Complete or absent: a failed export (a full disk) leaves no folder to be taken for one.
+    if (fs::is_directory(g_out)) fs::remove(g_out);  // empty, checked above
+    write_dir_atomic(g_out, [&](const std::string& tmp) {
+      if (g_merged)
+        s.task->export_merged(tmp);
+      else
+        s.task->export_adapter(tmp);
+    });
     log::info("{} of {} (step {}) written to {}", g_merged ? "merged model" : "adapter", from, trainer.step(), g_out);
   }
   return kExitOk;

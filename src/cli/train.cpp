@@ -6,6 +6,7 @@
 #include "cli/verbs.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "parallel/communicator.h"
 #include "parallel/world.h"
@@ -13,6 +14,7 @@
 #include "methods/registry.h"
 #include "train/phases.h"
 #include "train/memory_plan.h"
+#include "train/signals.h"
 #include "train/trainer.h"
 
 namespace kiln::cli {
@@ -21,8 +23,32 @@ namespace {
 RecipeArgs g_train_args;
 }
 
-Session::Session(const RecipeArgs& args, bool training)
-    : recipe(read_recipe(args.recipe, args.overrides)), world(parallel::World::get()) {
+namespace {
+Recipe read_session_recipe(const RecipeArgs& args, const std::string* checkpoint, bool base) {
+  Recipe r = read_recipe(args.recipe, args.overrides);
+  if (!checkpoint) return r;
+  r.read_only = true;
+  if (base) {
+    r.checkpoint.resume = "none";
+  } else {
+    const std::string& where = checkpoint->empty() ? r.checkpoint.run_dir : *checkpoint;
+    if (!std::filesystem::exists(where))
+      input_error("{} does not exist: {} (train the recipe first, give --checkpoint FILE|RUN_DIR, or --base for the "
+                  "untrained model)",
+                  checkpoint->empty() ? "the recipe's run directory (checkpoint.run_dir)" : "--checkpoint", where);
+    if (!checkpoint->empty()) r.checkpoint.resume = *checkpoint;
+  }
+  return r;
+}
+}  // namespace
+
+Session::Session(const RecipeArgs& args) : Session(args, read_session_recipe(args, nullptr, false), true) {}
+
+Session::Session(const RecipeArgs& args, const std::string& checkpoint, bool base)
+    : Session(args, read_session_recipe(args, &checkpoint, base), false) {}
+
+Session::Session(const RecipeArgs& args, Recipe r, bool training)
+    : recipe(std::move(r)), world(parallel::World::get()) {
   std::string level = args.log_level != "info" ? args.log_level : recipe.log.level;
   log::setup(world.rank(), world.size(), args.log_all_ranks || recipe.log.all_ranks, log::parse_level(level));
   world.configure_threads(int(recipe.train.threads));
@@ -31,6 +57,7 @@ Session::Session(const RecipeArgs& args, bool training)
   comm = parallel::make_communicator(recipe.dist, world);
   task = methods::make_task(recipe);
   if (training) {
+    train::advise_on_bare_mpirun(world.is_root());
     train::check_memory_plan(recipe, world.size(), world.local_size(), world.device(), world.is_root());
     // A run directory that cannot be made fails here, naming its key, not later in a writer.
     for (auto [key, dir] : {std::pair<const char*, const std::string*>{"checkpoint.run_dir", &recipe.checkpoint.run_dir},
@@ -50,7 +77,7 @@ Session::Session(const RecipeArgs& args, bool training)
 Session::~Session() = default;
 
 int run_train(const RecipeArgs& args) {
-  Session s(args, /*training=*/true);
+  Session s(args);
   train::FitResult res;
   std::string run_dir = train::run_dir_of(s.recipe);
   if (s.task->phases().empty()) {
@@ -73,7 +100,8 @@ int run_train(const RecipeArgs& args) {
   std::string dir = (std::filesystem::path(run_dir) / "adapter").string();
   if (s.recipe.checkpoint.export_adapter && s.recipe.lora.enabled && s.world.is_root() &&
       !(res.already_complete && std::filesystem::exists(dir))) {
-    s.task->export_adapter(dir);
+    // Complete or absent, so that a rerun after a failed export writes it again.
+    write_dir_atomic(dir, [&](const std::string& tmp) { s.task->export_adapter(tmp); });
     log::info("adapter written to {}", dir);
   }
   if (!res.eval.empty()) {

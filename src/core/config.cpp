@@ -107,6 +107,7 @@ void read_checkpoint(recipe::Section s, CheckpointConfig& c) {
   c.keep = s.get_int("keep", c.keep, 0, 1 << 20);  // 0: keep every checkpoint
   c.resume = s.get_string("resume", c.resume);
   if (c.resume != "auto" && c.resume != "none") c.resume = s.get_path("resume", c.resume);
+  c.rewind = s.get_bool("rewind", c.rewind);
   c.export_adapter = s.get_bool("export_adapter", c.export_adapter);
   s.finish();
 }

@@ -79,7 +79,10 @@ struct DistConfig {
   double bucket_mb = 25;
   bool overlap = true;                     // all-reduce buckets during backward
   bool zero1 = false;                      // shard optimizer state across ranks
-  double timeout_s = 600;                  // every collective; then every rank exits non-zero
+  // Every collective of a step; then every rank exits non-zero. 120 s: a step's collectives wait
+  // only for the slowest rank's step (seconds); waits on one rank's long work (checkpoints, store
+  // merges, eval shares) have their own hour (Communicator::slow_work_timeout_s).
+  double timeout_s = 120;
 };
 
 struct CheckpointConfig {
@@ -87,6 +90,7 @@ struct CheckpointConfig {
   int64_t every = 0;                       // steps; 0: only at the end and on SIGTERM/SIGUSR1
   int64_t keep = 3;                        // the newest K checkpoints stay; 0: all
   std::string resume = "auto";             // auto | none | <path>
+  bool rewind = false;                     // resume from an older checkpoint of this run: newer ones move aside
   bool export_adapter = true;              // write a PEFT adapter at the end
 };
 
@@ -109,6 +113,9 @@ struct Recipe {
   LogConfig log;
   recipe::Node tree;                       // the resolved tree, saved as recipe.yaml in the run dir
   std::string fingerprint;                 // recipe::fingerprint of the tree as read, before a method adds defaults
+  // Not a recipe key: set by commands that read a trained run (kiln eval, export), which write
+  // nothing into its directory (stale stores are made in a cache: train/stores.h).
+  bool read_only = false;
 };
 
 // Reads every common section; `task` is left to the method (call finish on it there).

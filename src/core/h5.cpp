@@ -1,8 +1,16 @@
 #include "core/h5.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
+#include "core/files.h"
 
 namespace kiln::h5 {
 
@@ -12,6 +20,79 @@ void quiet() {
     return true;
   }();
   (void)done;
+}
+
+namespace {
+// The errno of the system call HDF5's file driver failed in, from the error stack ("errno = 28");
+// 0 when the stack names none.
+int stack_errno() {
+  int found = 0;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
+        const char* m = e->desc ? std::strstr(e->desc, "errno = ") : nullptr;
+        if (m && *static_cast<int*>(out) == 0) *static_cast<int*>(out) = std::atoi(m + 8);
+        return 0;
+      },
+      &found);
+  return found;
+}
+int h5_errno() {
+  int e = stack_errno();
+  return e ? e : (errno ? errno : EIO);
+}
+}  // namespace
+
+void write_error(const std::string& what) { throw WriteFailure(what, stack_errno()); }
+
+void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, const std::function<void(hid_t)>& fill) {
+  quiet();
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) fs::create_directories(dir, ec);
+  if (ec) write_failed(path, ec.value());
+  // Checked first: HDF5 meeting a full disk half-way leaves its file state for the library's exit
+  // handlers to trip over; a refusal before any write leaves nothing.
+  const auto space = fs::space(dir.empty() ? fs::path(".") : dir, ec);
+  const uint64_t need = bytes_hint + bytes_hint / 64 + (64u << 10);
+  if (!ec && space.available < need)
+    throw InternalError(fmt::format("cannot write {}: {} (needs about {:.1f} MiB, {:.1f} MiB free)", path,
+                                    std::strerror(ENOSPC), double(need) / (1 << 20), double(space.available) / (1 << 20)));
+  const std::string tmp = path + ".tmp";
+  std::remove(tmp.c_str());
+  int err = 0;
+  std::exception_ptr thrown;  // not an I/O failure (an unsupported dtype...): goes on as it was
+  {
+    Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl, H5P_DEFAULT), H5Fclose};
+    if (file.id < 0) write_failed(path, h5_errno());
+    try {
+      errno = 0;
+      fill(file.id);
+      if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) err = h5_errno();
+    } catch (const WriteFailure& e) {
+      err = e.err ? e.err : EIO;
+    } catch (...) {
+      thrown = std::current_exception();
+    }
+    if (H5Fclose(file.id) < 0 && err == 0) err = h5_errno();
+    file.id = -1;
+  }
+  if (thrown) {
+    std::remove(tmp.c_str());
+    std::rethrow_exception(thrown);
+  }
+  if (err == 0) {
+    int fd = ::open(tmp.c_str(), O_RDONLY);
+    if (fd < 0 || ::fsync(fd) != 0) err = errno;
+    if (fd >= 0) ::close(fd);
+  }
+  if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    std::remove(tmp.c_str());
+    write_failed(path, err);
+  }
+  sync_dir(dir.string());
 }
 
 template <>
@@ -33,7 +114,7 @@ void write_string_attr(hid_t obj, const char* name, const std::string& s) {
   Handle attr{H5Acreate2(obj, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   std::string padded = s.empty() ? std::string(1, '\0') : s;
   if (attr.id < 0 || H5Awrite(attr.id, type.id, padded.data()) < 0)
-    throw InternalError(fmt::format("cannot write HDF5 attribute {}", name));
+    write_error(fmt::format("cannot write HDF5 attribute {}", name));
 }
 
 bool read_string_attr(hid_t obj, const char* name, std::string& out) {
@@ -62,7 +143,7 @@ void write_array(hid_t file, const std::string& name, hid_t type, const void* da
   H5Pset_obj_track_times(dcpl.id, 0);
   Handle ds{H5Dcreate2(file, name.c_str(), type, space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
   if (ds.id < 0 || (n > 0 && H5Dwrite(ds.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
-    throw InternalError(fmt::format("{}: cannot write dataset {}", path, name));
+    write_error(fmt::format("{}: cannot write dataset {}", path, name));
 }
 
 void read_array(hid_t file, const std::string& name, hid_t type, size_t elem_size, std::vector<char>& out,

@@ -5,10 +5,18 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace kiln::h5 {
+
+struct WriteFailure : InternalError {
+  WriteFailure(std::string what, int e) : InternalError(std::move(what)), err(e) {}
+  int err;  // 0: HDF5 named no system error
+};
 
 struct Handle {  // closes an HDF5 id with the matching call
   hid_t id;
@@ -23,6 +31,17 @@ struct Handle {  // closes an HDF5 id with the matching call
 
 // Turns off HDF5's error stack printing (once per process).
 void quiet();
+
+// An HDF5 file complete under `path` or absent: refused first when the file system has less free
+// space than `bytes_hint` (what the datasets hold) plus a margin; then `fill` writes into
+// <path>.tmp (made with the file-creation properties `fcpl`, H5P_DEFAULT for none), which is
+// flushed, closed, fsynced and renamed. Any failure, a full disk included, removes the temporary
+// and throws one line naming `path` and the system's reason (core/files.h write_failed), exit 1.
+void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, const std::function<void(hid_t file)>& fill);
+
+// What `fill` throws when an HDF5 call fails: call it right after the failed call, while HDF5's
+// error stack still holds the system's reason (errno), which write_atomic then reports.
+[[noreturn]] void write_error(const std::string& what);
 
 // Attribute `name` of `obj` as a NUL-padded fixed-length string. write: InternalError on failure.
 void write_string_attr(hid_t obj, const char* name, const std::string& s);

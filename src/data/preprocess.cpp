@@ -4,9 +4,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "data/tokenizer.h"
@@ -43,7 +45,7 @@ bool truncate(const Record& rec, const DataConfig& c, int32_t bos, const std::ve
 }
 
 template <typename T>
-void put(std::ofstream& out, const std::vector<T>& v) {
+void put(std::ostream& out, const std::vector<T>& v) {
   uint64_t n = v.size();
   out.write(reinterpret_cast<const char*>(&n), sizeof n);
   out.write(reinterpret_cast<const char*>(v.data()), std::streamsize(n * sizeof(T)));
@@ -59,7 +61,7 @@ void get(std::ifstream& in, std::vector<T>& v, const std::string& path) {
   if (!in) throw InternalError(fmt::format("{}: damaged part file", path));
 }
 
-void put_values(std::ofstream& out, const Values& v) {
+void put_values(std::ostream& out, const Values& v) {
   std::visit([&](const auto& vec) { put(out, vec); }, v);
 }
 
@@ -68,16 +70,11 @@ void get_values(std::ifstream& in, Values& v, const std::string& path) {
 }
 
 void write_part(const std::string& path, const StoreData& d) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) input_error("{}: cannot write (is data.store_dir on a file system every rank sees?)", tmp);
-    put(out, d.input_ids), put(out, d.offsets), put(out, d.source_line);
-    for (auto& c : d.columns) put_values(out, c.values), put(out, c.offsets);
-    put(out, std::vector<int64_t>{d.meta.truncated});
-    if (!out.flush()) input_error("{}: write failed", tmp);
-  }
-  fs::rename(tmp, path);
+  std::ostringstream out(std::ios::binary);
+  put(out, d.input_ids), put(out, d.offsets), put(out, d.source_line);
+  for (auto& c : d.columns) put_values(out, c.values), put(out, c.offsets);
+  put(out, std::vector<int64_t>{d.meta.truncated});
+  write_file_atomic(path, out.str());
 }
 
 StoreData read_part(const std::string& path, const std::vector<Field>& fields) {
@@ -92,10 +89,7 @@ StoreData read_part(const std::string& path, const std::vector<Field>& fields) {
   return d;
 }
 
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream out(path, std::ios::trunc);
-  out << s;
-}
+void write_text(const std::string& path, const std::string& s) { write_file_atomic(path, s); }
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path);

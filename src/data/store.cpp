@@ -181,32 +181,27 @@ StoreMeta meta_from_json(const std::string& s, const std::string& where) {
 }
 
 void write_store(const std::string& path, const StoreData& d) {
-  h5::quiet();
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::string tmp = path + ".tmp";
-  std::remove(tmp.c_str());
-  {
-    Handle fcpl{H5Pcreate(H5P_FILE_CREATE), H5Pclose};
-    H5Pset_obj_track_times(fcpl.id, 0);
-    Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.id, H5P_DEFAULT), H5Fclose};
-    if (file.id < 0) input_error("{}: cannot create the store file", tmp);
-    h5::write_vector(file.id, "input_ids", d.input_ids, tmp);
-    h5::write_vector(file.id, "offsets", d.offsets, tmp);
+  Handle fcpl{H5Pcreate(H5P_FILE_CREATE), H5Pclose};
+  H5Pset_obj_track_times(fcpl.id, 0);
+  uint64_t bytes = d.input_ids.size() * sizeof(d.input_ids[0]) + d.offsets.size() * sizeof(d.offsets[0]) +
+                   d.source_line.size() * sizeof(d.source_line[0]);
+  for (auto& c : d.columns)
+    bytes += std::visit([](const auto& v) { return v.size() * sizeof(v[0]); }, c.values) + c.offsets.size() * sizeof(c.offsets[0]);
+  h5::write_atomic(path, bytes, fcpl.id, [&](hid_t file) {
+    const std::string& tmp = path;
+    h5::write_vector(file, "input_ids", d.input_ids, tmp);
+    h5::write_vector(file, "offsets", d.offsets, tmp);
     StoreMeta meta = d.meta;
     meta.fields.clear();
     for (auto& c : d.columns) {
-      write_values(file.id, c.field.name, c.values, tmp);
-      if (c.field.per == Per::ragged) h5::write_vector(file.id, c.field.offsets_name(), c.offsets, tmp);
+      write_values(file, c.field.name, c.values, tmp);
+      if (c.field.per == Per::ragged) h5::write_vector(file, c.field.offsets_name(), c.offsets, tmp);
       meta.fields.push_back(c.field);
     }
-    h5::write_vector(file.id, "source_line", d.source_line, tmp);
-    h5::write_string_attr(file.id, "meta", meta_to_json(meta));
-    h5::write_string_attr(file.id, "recipe", d.meta.recipe);
-    if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) throw InternalError(fmt::format("{}: flush failed", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw InternalError(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
+    h5::write_vector(file, "source_line", d.source_line, tmp);
+    h5::write_string_attr(file, "meta", meta_to_json(meta));
+    h5::write_string_attr(file, "recipe", d.meta.recipe);
+  });
 }
 
 Store::Store(const std::string& path) : path_(path) {

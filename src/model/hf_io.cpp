@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "model/safetensors.h"
 
@@ -30,16 +31,7 @@ json read_json(const fs::path& p, const std::string& what) {
   }
 }
 
-void write_text(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) input_error("{}: cannot write", tmp.string());
-    out << text;
-    if (!out.flush()) input_error("{}: write failed", tmp.string());
-  }
-  fs::rename(tmp, p);
-}
+void write_text(const fs::path& p, const std::string& text) { write_file_atomic(p.string(), text); }
 
 void make_dir(const std::string& dir) {
   std::error_code ec;
@@ -335,7 +327,7 @@ void export_merged(Llama& model, const std::string& dir, const MergedHead& head,
     if (src.empty() || !fs::exists(src / f) || fs::equivalent(src, dir)) continue;
     std::error_code ec;
     fs::copy_file(src / f, fs::path(dir) / f, fs::copy_options::overwrite_existing, ec);
-    if (ec) input_error("{}: cannot copy {}: {}", dir, (src / f).string(), ec.message());
+    if (ec) write_failed((fs::path(dir) / f).string(), ec.value());
   }
 }
 

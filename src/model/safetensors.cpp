@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/files.h"
 
 namespace kiln::model {
 namespace fs = std::filesystem;
@@ -166,28 +167,34 @@ void write_safetensors(const std::string& path, const NamedTensorList& tensors,
   header.append((8 - (8 + header.size()) % 8) % 8, ' ');
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) input_error("{}: cannot write: {}", tmp, std::strerror(errno));
-  bool ok = true;
+  if (!f) write_failed(path, errno);
+  int err = 0;  // the first failure's reason
+  auto check = [&](bool ok) {
+    if (!ok && err == 0) err = errno ? errno : EIO;
+    return ok;
+  };
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(header.size()) >> (8 * i)) & 0xff);
-  ok = ok && std::fwrite(len, 1, 8, f) == 8;
-  ok = ok && std::fwrite(header.data(), 1, header.size(), f) == header.size();
+  errno = 0;
+  check(std::fwrite(len, 1, 8, f) == 8) && check(std::fwrite(header.data(), 1, header.size(), f) == header.size());
   for (const auto& [name, t] : tensors) {
-    if (!ok) break;
+    if (err) break;
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     const size_t n = size_t(c.numel()) * c.element_size();
-    ok = std::fwrite(c.data_ptr(), 1, n, f) == n;
+    check(std::fwrite(c.data_ptr(), 1, n, f) == n);
   }
-  ok = (std::fflush(f) == 0) && ok;
-  ok = (::fsync(fileno(f)) == 0) && ok;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
+  check(std::fflush(f) == 0);
+  check(::fsync(fileno(f)) == 0);
+  check(std::fclose(f) == 0);
+  if (err) {
     std::remove(tmp.c_str());
-    input_error("{}: write failed (disk full?)", path);
+    write_failed(path, err);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) input_error("{}: cannot rename {} into place: {}", path, tmp, ec.message());
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    std::remove(tmp.c_str());
+    write_failed(path, err);
+  }
 }
 
 }  // namespace kiln::model

@@ -106,17 +106,25 @@ std::string Communicator::context() const {
   return what_.empty() ? fmt::format("step {}", step_) : fmt::format("step {} ({})", step_, what_);
 }
 
-void Communicator::fail(const Op& op, const std::string& why) const {
+std::string Communicator::describe(const Op& op) const {
   const at::Tensor& t = op.kind == Kind::ReduceScatter ? op.in : op.out;
   std::string size_note =
       t.defined() ? fmt::format(", {:.3g} MB", static_cast<double>(t.numel() * t.element_size()) / 1e6) : "";
   std::string label = op.label.empty() ? "" : fmt::format(" of {}", op.label);
+  return fmt::format("{}{} ({}{}) at {}", kind_name(op.kind), label, backend(), size_note, context());
+}
+
+void Communicator::fail(const Op& op, const std::string& why) const {
   // One line, straight to stderr: logging may be configured to drop this rank's output.
-  std::fprintf(stderr, "kiln: rank %d of %d: %s%s (%s%s) at %s %s; ending the job\n", rank(), size(),
-               kind_name(op.kind), label.c_str(), backend().c_str(), size_note.c_str(), context().c_str(),
-               why.c_str());
+  std::fprintf(stderr, "kiln: rank %d of %d: %s %s; ending the job\n", rank(), size(), describe(op).c_str(), why.c_str());
   std::fflush(stderr);
   World::get().abort(kExitInternal);
+}
+
+void Communicator::still_waiting(const Op& op, double waited_s) const {
+  std::fprintf(stderr, "kiln: rank %d of %d: %s: still waiting after %.0f s for every rank to join; gives up at %g s (dist.timeout_s)\n",
+               rank(), size(), describe(op).c_str(), waited_s, timeout_s(op));
+  std::fflush(stderr);
 }
 
 std::unique_ptr<Communicator> make_communicator(const DistConfig& cfg, World& world) {

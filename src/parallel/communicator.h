@@ -12,6 +12,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -84,16 +85,25 @@ class Communicator {
   void set_context(int64_t step, std::string what);
   std::string context() const;
   double timeout_s() const { return timeout_s_; }
+  // The deadline of a barrier that waits on long work of some ranks only (rank 0 merging a store,
+  // writing or verifying checkpoints; the slowest rank's share of a generation eval): an hour, or
+  // dist.timeout_s if longer. A step's collectives keep the short dist.timeout_s.
+  double slow_work_timeout_s() const { return std::max(timeout_s_, 3600.0); }
   double timeout_s(const Op& op) const { return op.timeout_s > 0 ? op.timeout_s : timeout_s_; }
 
  protected:
   virtual WorkPtr start(Op op) = 0;
   // Prints the one-line watchdog message and ends the job. Called from the thread that noticed.
   [[noreturn]] void fail(const Op& op, const std::string& why) const;
+  // One line to stderr while an operation waits: what, for how long, when it gives up. Pollers call
+  // it every report_every(deadline) seconds, so a dead peer shows before the deadline does.
+  void still_waiting(const Op& op, double waited_s) const;
+  static double report_every(double timeout_s) { return std::min(30.0, timeout_s / 4); }
   static const char* kind_name(Kind k);
 
  private:
   void check_op(const Op& op) const;
+  std::string describe(const Op& op) const;  // "all_reduce of grad bucket 2/7 (mpi, 1.2 MB) at step 3 (backward)"
   double timeout_s_;
   mutable std::mutex context_mutex_;
   int64_t step_ = -1;

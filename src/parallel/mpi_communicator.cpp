@@ -121,6 +121,9 @@ struct MpiCommunicator::Impl {
   // progresses inside MPI calls, so this thread keeps calling MPI_Test; after a short spin it
   // yields and then naps, leaving the cores to the backward pass it is meant to overlap.
   void poll(MpiWork& w, MPI_Request& req, Clock::time_point deadline) {
+    const auto started = Clock::now();
+    const double every = Communicator::report_every(owner->timeout_s(w.op));
+    double next_report = every;
     for (int tries = 0;; ++tries) {
       int flag = 0;
       int rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
@@ -130,6 +133,13 @@ struct MpiCommunicator::Impl {
         owner->fail(w.op, fmt::format("timed out after {:g} s (dist.timeout_s): a rank died or stopped answering",
                                       owner->timeout_s(w.op)));
       if (tries < 200) continue;
+      if (tries % 256 == 0) {
+        const double waited = std::chrono::duration<double>(Clock::now() - started).count();
+        if (waited >= next_report) {
+          owner->still_waiting(w.op, waited);
+          next_report += every;
+        }
+      }
       if (tries < 2000)
         std::this_thread::yield();
       else

@@ -84,6 +84,9 @@ void NcclWork::wait() {
   if (finished) return;
   c10::cuda::CUDAGuard guard(buf_out.defined() ? buf_out.device() : c10::Device(c10::kCUDA, 0));
   // Host-side polling, so that a dead peer (NCCL would spin forever) meets the deadline.
+  const auto started = Clock::now();
+  const double every = Communicator::report_every(owner->timeout_s(op));
+  double next_report = every;
   for (int tries = 0;; ++tries) {
     cudaError_t q = cudaEventQuery(done_event);
     if (q == cudaSuccess) break;
@@ -92,6 +95,13 @@ void NcclWork::wait() {
       owner->fail_op(op, fmt::format("timed out after {:g} s (dist.timeout_s): a rank died or stopped answering",
                                      owner->timeout_s(op)));
     if (tries > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (tries % 1024 == 0) {
+      const double waited = std::chrono::duration<double>(Clock::now() - started).count();
+      if (waited >= next_report) {
+        owner->report_waiting(op, waited);
+        next_report += every;
+      }
+    }
   }
   // The caller's later kernels must come after the collective.
   KILN_CUDA_CHECK(cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream().stream(), done_event, 0));

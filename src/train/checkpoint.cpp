@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <regex>
 
@@ -111,16 +112,13 @@ std::string CheckpointFile::sha256() const {
 }
 
 void write_checkpoint(const std::string& path, const CheckpointFile& c) {
-  h5::quiet();
-  fs::path final_path(path);
-  if (final_path.has_parent_path()) fs::create_directories(final_path.parent_path());
-  std::string tmp = path + ".tmp";
-  {
-    Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-    if (file.id < 0) throw InternalError(fmt::format("cannot create checkpoint {}", tmp));
+  uint64_t bytes = 0;
+  for (auto& [gname, tensors] : c.groups)
+    for (auto& [name, t] : tensors) bytes += uint64_t(t.numel()) * t.element_size();
+  h5::write_atomic(path, bytes, H5P_DEFAULT, [&](hid_t file) {
     for (auto& [gname, tensors] : c.groups) {
-      Handle g{H5Gcreate2(file.id, gname.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
-      if (g.id < 0) throw InternalError(fmt::format("{}: cannot create group {}", tmp, gname));
+      Handle g{H5Gcreate2(file, gname.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+      if (g.id < 0) h5::write_error(fmt::format("{}: cannot create group {}", path, gname));
       for (auto& [name, tensor] : tensors) {
         KILN_CHECK(name.find('/') == std::string::npos && !name.empty(), "checkpoint tensor name `{}`", name);
         at::Tensor t = cpu_contiguous(tensor);
@@ -129,32 +127,15 @@ void write_checkpoint(const std::string& path, const CheckpointFile& c) {
                      H5Sclose};
         hid_t type = file_type(t.scalar_type());
         Handle ds{H5Dcreate2(g.id, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-        if (ds.id < 0) throw InternalError(fmt::format("{}: cannot create dataset {}/{}", tmp, gname, name));
+        if (ds.id < 0) h5::write_error(fmt::format("{}: cannot create dataset {}/{}", path, gname, name));
         if (t.numel() > 0 && H5Dwrite(ds.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()) < 0)
-          throw InternalError(fmt::format("{}: cannot write {}/{}", tmp, gname, name));
+          h5::write_error(fmt::format("{}: cannot write {}/{}", path, gname, name));
         write_string_attr(ds.id, "dtype", c10::toString(t.scalar_type()));
       }
     }
-    for (auto& [k, v] : c.attrs) write_string_attr(file.id, (kAttrPrefix + k).c_str(), v);
-    write_string_attr(file.id, "sha256", c.sha256());
-    if (H5Fflush(file.id, H5F_SCOPE_GLOBAL) < 0) throw InternalError(fmt::format("{}: flush failed", tmp));
-  }
-  // The data must be on disk before the rename makes the file visible under its final name.
-  int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw InternalError(fmt::format("{}: fsync failed: {}", tmp, std::strerror(errno)));
-  }
-  ::close(fd);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw InternalError(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
-  std::string dir = final_path.has_parent_path() ? final_path.parent_path().string() : ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+    for (auto& [k, v] : c.attrs) write_string_attr(file, (kAttrPrefix + k).c_str(), v);
+    write_string_attr(file, "sha256", c.sha256());
+  });
 }
 
 namespace {
@@ -279,12 +260,44 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   return out;
 }
 
-void prune_checkpoints(const std::string& dir, int64_t keep) {
-  if (keep <= 0) return;
-  auto all = list_checkpoints(dir);
-  for (size_t i = 0; i + size_t(keep) < all.size(); ++i) {
-    std::error_code ec;
-    fs::remove(all[i].second, ec);
+std::string move_aside(const std::string& path, const std::string& suffix) {
+  std::string to = path + "." + suffix;
+  for (int i = 1; fs::exists(to); ++i) to = fmt::format("{}.{}.{}", path, suffix, i);
+  std::error_code ec;
+  fs::rename(path, to, ec);
+  if (ec) input_error("cannot move {} aside to {}: {}", path, to, ec.message());
+  return to;
+}
+
+void Retention::protect(const std::string& path) {
+  if (!path.empty()) protected_.push_back(fs::weakly_canonical(path).string());
+}
+
+void Retention::written(const std::string& path) { good_.push_back(fs::weakly_canonical(path).string()); }
+
+void Retention::prune() {
+  auto has = [](const std::vector<std::string>& v, const std::string& p) {
+    return std::find(v.begin(), v.end(), p) != v.end();
+  };
+  auto all = list_checkpoints(dir_);
+  int64_t good = 0;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const std::string path = fs::weakly_canonical(it->second).string();
+    if (keep_ <= 0 || good < keep_) {
+      if (!has(good_, path)) {
+        try {
+          read_checkpoint(path);
+        } catch (const InputError& e) {
+          log::warn("{}; kept as {} and not counted among checkpoint.keep", e.what(), move_aside(path, "corrupt"));
+          continue;
+        }
+        good_.push_back(path);
+      }
+      ++good;
+    } else if (!has(protected_, path)) {
+      std::error_code ec;
+      fs::remove(path, ec);
+    }
   }
 }
 
@@ -401,19 +414,58 @@ void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::st
   }
 }
 
-std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel::Communicator& comm) {
+namespace {
+
+// checkpoint.rewind: the newer checkpoints, and what the run wrote after them (results, adapter,
+// TensorBoard events, a method's files), go into <run_dir>/rewound-<from>-<time>/; metrics.jsonl is
+// copied there (the resumed run keeps its lines up to the resumed step). Left in place: the older
+// checkpoints, recipe.yaml, the data store, earlier rewound-* folders, phase folders.
+void rewind_aside(const Recipe& r, const std::string& run_dir, int64_t from,
+                  const std::vector<std::pair<int64_t, std::string>>& newer) {
+  char stamp[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  const fs::path run(run_dir), dest = run / fmt::format("rewound-{}-{}", from, stamp);
+  fs::create_directories(dest / "checkpoints");
+  for (auto& [step, path] : newer) fs::rename(path, dest / "checkpoints" / fs::path(path).filename());
+  std::error_code ec;
+  const fs::path store = fs::weakly_canonical(r.data.store_dir, ec);
+  for (auto& e : fs::directory_iterator(run)) {
+    const std::string name = e.path().filename().string();
+    if (name == "checkpoints" || name == "recipe.yaml" || name.rfind("rewound-", 0) == 0) continue;
+    if (fs::weakly_canonical(e.path(), ec) == store || (e.is_directory() && fs::exists(e.path() / "checkpoints"))) continue;
+    if (name == "metrics.jsonl")
+      fs::copy_file(e.path(), dest / name);
+    else
+      fs::rename(e.path(), dest / name);
+  }
+  log::warn("rewinding to step {}: {} newer checkpoint(s) (newest: step {}), results and logs moved to {}", from,
+            newer.size(), newer.back().first, dest.string());
+}
+
+}  // namespace
+
+std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel::Communicator& comm, bool training) {
   const std::string& mode = r.checkpoint.resume;
   const std::string ckpt_dir = (fs::path(run_dir) / "checkpoints").string();
   auto pick_newest_good = [&](const std::string& dir, bool fallback) -> std::string {
     auto all = list_checkpoints(dir);
+    std::vector<std::string> corrupt;
     for (auto it = all.rbegin(); it != all.rend(); ++it) {
       try {
         read_checkpoint(it->second);
-        return it->second;
       } catch (const InputError& e) {
         if (!fallback) throw;
         log::warn("{}; trying the previous checkpoint", e.what());
+        corrupt.push_back(it->second);
+        continue;
       }
+      // Out of the listing, so that they are neither counted by checkpoint.keep nor resumed from
+      // later; renamed, not deleted. Only when a good one was found: all corrupt is an error that
+      // leaves the directory as it was.
+      if (training)
+        for (auto& c : corrupt) log::warn("{} renamed {}", c, move_aside(c, "corrupt"));
+      return it->second;
     }
     if (!all.empty())
       input_error("no usable checkpoint in {}: all {} are corrupt (set checkpoint.resume=none to start over)", dir,
@@ -438,19 +490,39 @@ std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel:
       }
       // A run directory holds one run: starting over in it, or continuing another run's checkpoint
       // there, would overwrite its checkpoints and logs, and a later `auto` could pick up a stale one.
-      if (mode != "auto") {
+      if (mode != "auto" && training) {
         auto mine = list_checkpoints(ckpt_dir);
         if (!mine.empty() && (chosen.empty() || !fs::equivalent(fs::path(chosen).parent_path(), ckpt_dir)))
           input_error("key `checkpoint.resume`: `{}` would start a new run in {}, which holds the checkpoints of an "
                       "earlier run (newest: step {}); give another checkpoint.run_dir, or remove that directory",
                       mode, run_dir, mine.back().first);
+        // An older checkpoint of this run: continuing from it would write over the newer ones.
+        int64_t from = -1;
+        for (auto& [step, path] : mine)
+          if (fs::equivalent(path, chosen)) from = step;
+        std::vector<std::pair<int64_t, std::string>> newer;
+        for (auto& c : mine)
+          if (c.first > from) newer.push_back(c);
+        if (from >= 0 && !newer.empty()) {
+          if (!r.checkpoint.rewind)
+            input_error("key `checkpoint.resume`: {} is step {} of the run in {}, which has {} newer checkpoint(s) "
+                        "(newest: step {}) that continuing would overwrite; set checkpoint.rewind=true to move them, "
+                        "with the run's results and logs, into {}/rewound-{}-<time>/ and continue from step {}",
+                        chosen, from, run_dir, newer.size(), newer.back().first, run_dir, from, from);
+          rewind_aside(r, run_dir, from, newer);
+        }
       }
     } catch (const InputError& e) {
-      error = e.what();
+      error = std::string("!") + e.what();
+    } catch (const std::exception& e) {  // e.g. a rename that failed: every rank must hear of it
+      error = std::string("#") + e.what();
     }
   }
-  std::string verdict = parallel::all_gather_bytes(error.empty() ? "+" + chosen : "!" + error, comm)[0];
+  // Rank 0 may read several large checkpoints first.
+  if (comm.size() > 1) comm.barrier("choosing the checkpoint to resume", comm.slow_work_timeout_s());
+  std::string verdict = parallel::all_gather_bytes(error.empty() ? "+" + chosen : error, comm)[0];
   if (verdict[0] == '!') throw InputError(verdict.substr(1));
+  if (verdict[0] == '#') throw InternalError(verdict.substr(1));
   return verdict.substr(1);
 }
 

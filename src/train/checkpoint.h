@@ -53,8 +53,27 @@ CheckpointFile read_checkpoint(const std::string& path);
 std::string checkpoint_name(int64_t step);
 // Complete checkpoints in a directory (temporary files ignored), by step, oldest first.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
-// Deletes all but the newest `keep` checkpoints (keep <= 0: delete none).
-void prune_checkpoints(const std::string& dir, int64_t keep);
+// Renames `path` to <path>.<suffix> (or .<suffix>.1, .2, ... if taken), so it is neither listed nor
+// lost; returns the new name. InputError when the rename fails.
+std::string move_aside(const std::string& path, const std::string& suffix);
+
+// Which checkpoints a run keeps (rank 0): the newest `keep` that verify (keep <= 0: all), and,
+// whatever `keep` says, the one the run resumed from. Corrupt files met on the way are renamed
+// *.corrupt with a warning and never counted, so a run of corrupt files cannot push out the good
+// ones. A file is read in full to verify it at most once per process; the ones this process wrote
+// are taken as verified.
+class Retention {
+ public:
+  Retention(std::string dir, int64_t keep) : dir_(std::move(dir)), keep_(keep) {}
+  void protect(const std::string& path);  // never deleted (the checkpoint resumed from)
+  void written(const std::string& path);  // written and fsynced by this process: good
+  void prune();
+
+ private:
+  std::string dir_;
+  int64_t keep_;
+  std::vector<std::string> protected_, good_;
+};
 
 // The parts of a training run a checkpoint saves and restores (references into the trainer):
 // trainable weights (group `weights`), the optimizer's full state (`optimizer`), the task's extra
@@ -86,8 +105,12 @@ void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::st
 // The checkpoint `checkpoint.resume` names ("" for a fresh start). auto: the newest in
 // <run_dir>/checkpoints that verifies, skipping (with a warning) corrupt ones; a file; a run or
 // checkpoints directory. A run directory holds one run: resume=none (or another run's checkpoint)
-// where checkpoints exist is refused. Collective: rank 0 chooses, every rank gets its choice or its
+// where checkpoints exist is refused, and so is an older checkpoint of this run while newer ones
+// exist, unless checkpoint.rewind. Collective: rank 0 chooses, every rank gets its choice or its
 // InputError.
-std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel::Communicator& comm);
+// training: the choice may change the run directory: corrupt checkpoints skipped by `auto` are
+// renamed *.corrupt, and a rewind moves the newer checkpoints, results and metrics into
+// <run_dir>/rewound-<step>-<time>/. Otherwise (evaluation) nothing is written.
+std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel::Communicator& comm, bool training);
 
 }  // namespace kiln::train

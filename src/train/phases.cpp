@@ -15,6 +15,7 @@
 #include "parallel/communicator.h"
 #include "parallel/world.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "train/run_log.h"
 #include "train/signals.h"
 #include "train/task.h"
@@ -66,9 +67,9 @@ std::vector<PhaseResult> fit_phases(const Recipe& recipe, Task& task, parallel::
       if (!p.fit.eval.empty()) j["phases"][p.phase]["eval"] = metrics_json(p.fit.eval);
     }
     fs::create_directories(run_dir);
-    std::ofstream(fs::path(run_dir) / "results.json") << j.dump(2) << '\n';
+    write_file_atomic((fs::path(run_dir) / "results.json").string(), j.dump(2) + "\n");
     std::string table = phases_table(recipe, task.main_metric(), out, world.size());
-    std::ofstream(fs::path(run_dir) / "results.md") << table;
+    write_file_atomic((fs::path(run_dir) / "results.md").string(), table);
     log::info("results ({}):\n{}", (fs::path(run_dir) / "results.md").string(), table);
   }
   return out;

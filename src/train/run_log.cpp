@@ -10,6 +10,7 @@
 #include "core/build_info.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "train/tensorboard.h"
 
 namespace kiln::train {
@@ -49,10 +50,11 @@ RunLog::RunLog(const std::string& run_dir, int64_t resume_step, bool tensorboard
       kept << line << '\n';
     }
     in.close();
-    std::ofstream(path, std::ios::trunc) << kept.str();
+    write_file_atomic(path, kept.str());
   }
+  path_ = path;
   jsonl_.open(path, std::ios::app);
-  if (!jsonl_) input_error("cannot write {}", path);
+  if (!jsonl_) write_failed(path, errno);
   if (tensorboard) {
     fs::create_directories(run_dir + "/tb");
     // TensorBoard reads every events file in the folder and orders scalars by step, so a resumed
@@ -80,7 +82,8 @@ void RunLog::write(int64_t step, const std::string& split, const std::map<std::s
 }
 
 void RunLog::flush() {
-  jsonl_.flush();
+  errno = 0;
+  if (!jsonl_.flush()) write_failed(path_, errno ? errno : EIO);
   if (tb_) tb_->flush();
 }
 

@@ -37,6 +37,7 @@ class RunLog {
 
  private:
   std::ofstream jsonl_;
+  std::string path_;
   std::unique_ptr<EventWriter> tb_;
 };
 

@@ -1,5 +1,13 @@
 #include "train/signals.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "core/log.h"
+
 #include <csignal>
 
 namespace kiln::train {
@@ -38,5 +46,20 @@ StopSignals::~StopSignals() {
 bool StopSignals::requested() { return g_signal != 0; }
 int StopSignals::signal() { return int(g_signal); }
 void StopSignals::reset() { g_signal = 0; }
+
+void advise_on_bare_mpirun(bool is_root) {
+  if (!is_root || std::getenv("KILN_LAUNCHER")) return;
+  std::ifstream comm_file(fmt::format("/proc/{}/comm", ::getppid()));
+  std::string parent;
+  std::getline(comm_file, parent);
+  if (parent != "mpirun" && parent != "mpiexec" && parent != "orterun" && parent != "orted") return;
+  const char* t = std::getenv("OMPI_MCA_odls_base_sigkill_timeout");
+  if (t && std::atof(t) >= 10) return;
+  log::warn("pre-emption under a bare mpirun: a SIGTERM to mpirun reaches the ranks after {} s and is followed by "
+            "SIGKILL as long again, so the step in progress and its checkpoint are lost. Send SIGUSR1 instead "
+            "(mpirun forwards it), start through launch/mpirun.sh, or export OMPI_MCA_odls_base_sigkill_timeout=60 "
+            "before mpirun (docs/train.md, Pre-emption)",
+            t ? t : "1");
+}
 
 }  // namespace kiln::train

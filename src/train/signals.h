@@ -21,4 +21,11 @@ class StopSignals {
   Saved* saved_;
 };
 
+// A bare Open MPI mpirun, on a SIGTERM of its own, sends the ranks SIGTERM after
+// odls_base_sigkill_timeout seconds (default 1) and SIGKILL after as many again: the step in
+// progress and its checkpoint are lost. When this process's parent is mpirun (or orted), kiln was
+// not started through launch/ (which relays SIGTERM as SIGUSR1 and sets the timeout), and
+// OMPI_MCA_odls_base_sigkill_timeout is unset or short, rank 0 says so once, with the ways out.
+void advise_on_bare_mpirun(bool is_root);
+
 }  // namespace kiln::train

@@ -52,20 +52,57 @@ std::string stale_reason(const Recipe& r, const data::Encoder& enc, const data::
 
 }  // namespace
 
-Stores Stores::open(const Recipe& r, const data::Encoder& enc, const data::Tokenizer& tok,
-                    parallel::Communicator& comm) {
-  Stores st;
-  st.train_path_ = (fs::path(r.data.store_dir) / "train.h5").string();
-  st.eval_path_ = (fs::path(r.data.store_dir) / "eval.h5").string();
+namespace {
+
+// Why the train or eval store in `dir` does not hold what the recipe asks for ("" when both do).
+std::string stores_stale(const Recipe& r, const data::Encoder& enc, const data::Tokenizer& tok, const std::string& dir) {
   const std::vector<std::string> train_files = enc.sources(r.data, "train"), eval_files = enc.sources(r.data, "eval");
-  std::string why = stale_reason(r, enc, tok, st.train_path_, train_files, r.data.max_train_examples);
+  std::string why = stale_reason(r, enc, tok, (fs::path(dir) / "train.h5").string(), train_files, r.data.max_train_examples);
   if (why.empty() && !eval_files.empty()) {
-    why = stale_reason(r, enc, tok, st.eval_path_, eval_files, r.data.max_eval_examples);
+    why = stale_reason(r, enc, tok, (fs::path(dir) / "eval.h5").string(), eval_files, r.data.max_eval_examples);
     if (!why.empty()) why = "eval store " + why;
+  }
+  return why;
+}
+
+// Where a read-only command (kiln eval, export) makes the stores the run directory lacks: a cache
+// keyed by everything stale_reason compares, under $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln,
+// else ~/.cache/kiln (a home directory is usually seen by every node of a cluster; /tmp is not).
+std::string cache_store_dir(const Recipe& r, const data::Encoder& enc, const data::Tokenizer& tok) {
+  std::string key = enc.kind() + "\n" + enc.settings() + "\n" + tok.checksum() + "\n" +
+                    fmt::format("{}\n{}\n{}\n{}\n", r.data.max_len, r.data.max_train_examples,
+                                r.data.max_eval_examples, r.data.truncation);
+  for (const char* split : {"train", "eval"})
+    for (auto& f : enc.sources(r.data, split)) key += std::string(split) + ":" + fs::absolute(f).string() + "\n";
+  for (auto& l : r.data.labels) key += l + "\n";
+  fs::path root;
+  if (const char* c = std::getenv("KILN_CACHE_DIR"); c && *c)
+    root = c;
+  else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    root = fs::path(x) / "kiln";
+  else
+    root = fs::path(std::getenv("HOME") ? std::getenv("HOME") : "/tmp") / ".cache" / "kiln";
+  return (root / "stores" / sha256_hex(key.data(), key.size()).substr(0, 16)).string();
+}
+
+}  // namespace
+
+Stores Stores::open(const Recipe& recipe, const data::Encoder& enc, const data::Tokenizer& tok,
+                    parallel::Communicator& comm) {
+  Recipe r = recipe;
+  std::string why = stores_stale(r, enc, tok, r.data.store_dir);
+  if (!why.empty() && r.read_only) {
+    // A run's stores are the run's own: an evaluation on other data (or of a run whose stores were
+    // removed) tokenizes into the cache, never into the run directory.
+    r.data.store_dir = cache_store_dir(r, enc, tok);
+    log::info("the stores in {} are not those of this command ({}): using {}", recipe.data.store_dir, why,
+              r.data.store_dir);
+    why = stores_stale(r, enc, tok, r.data.store_dir);
   }
   // The decision is all-reduced so that no rank enters preprocessing's barriers alone.
   at::Tensor rebuild = at::full({1}, why.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong));
   comm.all_reduce(rebuild, parallel::ReduceOp::Sum, "store staleness");
+  const std::vector<std::string> train_files = enc.sources(r.data, "train"), eval_files = enc.sources(r.data, "eval");
   if (rebuild.item<int64_t>() > 0) {
     log::info("tokenizing {} into {} ({})", fmt::join(train_files, ", "), r.data.store_dir, why.empty() ? "stale on another rank" : why);
     data::Parallel par;
@@ -73,9 +110,12 @@ Stores Stores::open(const Recipe& r, const data::Encoder& enc, const data::Token
     par.size = comm.size();
     // Rank 0 merges the parts while the others wait: a large corpus may take longer than a training
     // step's collective timeout.
-    par.barrier = [&comm] { comm.barrier("preprocess", std::max(comm.timeout_s(), 3600.0)); };
+    par.barrier = [&comm] { comm.barrier("preprocess", comm.slow_work_timeout_s()); };
     data::preprocess(r, enc, tok, par);
   }
+  Stores st;
+  st.train_path_ = (fs::path(r.data.store_dir) / "train.h5").string();
+  st.eval_path_ = (fs::path(r.data.store_dir) / "eval.h5").string();
   st.train_ = data::Store(st.train_path_);
   st.train_.check_tokenizer(tok);
   st.train_opts_ = data::collate_options(r.data, st.train_);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "parallel/communicator.h"
@@ -262,6 +263,8 @@ std::map<std::string, double> Trainer::evaluate() {
     }
   }
   task_.set_training(true);
+  // Shares of a generation eval can take minutes more on one rank than on another.
+  if (world_.size() > 1) comm_.barrier("end of evaluation", comm_.slow_work_timeout_s());
   EvalRecords all = gather_records(mine, comm_);
   records_ = all;
   auto m = task_.metrics(all);
@@ -277,11 +280,12 @@ void Trainer::save_checkpoint(const std::string& path) {
   CheckpointFile c = capture_checkpoint(st);
   if (world_.is_root()) {
     write_checkpoint(path, c);
-    prune_checkpoints(fs::path(path).parent_path().string(), recipe_.checkpoint.keep);
+    retention_->written(path);
+    retention_->prune();
     log::info("checkpoint {} (step {})", path, step_);
   }
   // Nobody leaves (e.g. exits on a stop signal) before the file is complete.
-  comm_.barrier("checkpoint written");
+  comm_.barrier("checkpoint written", comm_.slow_work_timeout_s());
 }
 
 TrainingState Trainer::state() {
@@ -294,12 +298,12 @@ void Trainer::load_checkpoint(const std::string& path, bool weights_only) {
   restore_checkpoint(st, c, path, weights_only);
 }
 
-std::string Trainer::resume_path() { return choose_resume(recipe_, run_dir_, comm_); }
+std::string Trainer::resume_path() { return choose_resume(recipe_, run_dir_, comm_, /*training=*/false); }
 
 void Trainer::write_recipe() {
   if (!world_.is_root()) return;
   fs::create_directories(run_dir_);
-  std::ofstream(fs::path(run_dir_) / "recipe.yaml") << recipe::to_yaml(recipe_.tree);
+  write_file_atomic((fs::path(run_dir_) / "recipe.yaml").string(), recipe::to_yaml(recipe_.tree));
 }
 
 // ---- the loop ----
@@ -320,6 +324,27 @@ std::string Trainer::results_table(const std::map<std::string, double>& eval, do
   return out + metrics_table(eval);
 }
 
+void Trainer::write_results(const FitResult& res, double secs, int64_t resumed_from) {
+  nlohmann::json j;
+  j["step"] = step_;
+  j["method"] = recipe_.method;
+  j["main_metric"] = task_.main_metric();
+  if (!res.eval.empty()) j["eval"] = metrics_json(res.eval);
+  j.update(run_provenance(recipe_, world_.size()));  // where the figures come from, for `kiln report`
+  j["tokens_seen"] = tokens_seen_;
+  j["train_seconds"] = secs;  // of this process: a resumed run counts from its resume
+  j["resumed_from"] = resumed_from;
+  std::string table = results_table(res.eval, secs, resumed_from);
+  if (!res.eval.empty()) {
+    std::string more = task_.write_results(records_, run_dir_);
+    if (!more.empty()) table += "\n" + more;
+  }
+  // results.md last: its presence marks a run whose results are complete.
+  write_file_atomic((fs::path(run_dir_) / "results.json").string(), j.dump(2) + "\n");
+  write_file_atomic((fs::path(run_dir_) / "results.md").string(), table);
+  log::info("results ({}):\n{}", (fs::path(run_dir_) / "results.md").string(), table);
+}
+
 FitResult Trainer::fit() {
   FitResult res;
   const std::string results_md = (fs::path(run_dir_) / "results.md").string();
@@ -332,7 +357,9 @@ FitResult Trainer::fit() {
     for (auto& [name, p] : params_) comm_.broadcast(p.data(), 0, "initial weights");
   }
   at::manual_seed(uint64_t(recipe_.train.seed) + uint64_t(world_.rank()));
-  std::string from = resume_path();
+  std::string from = choose_resume(recipe_, run_dir_, comm_, /*training=*/true);
+  retention_ = std::make_unique<Retention>(ckpt_dir_, recipe_.checkpoint.keep);
+  retention_->protect(from);  // never pruned: what this run stands on if its own checkpoints fail
   if (!from.empty()) {
     load_checkpoint(from);
     res.resumed_from = step_;
@@ -350,6 +377,10 @@ FitResult Trainer::fit() {
         std::stringstream table;
         table << std::ifstream(results_md).rdbuf();
         log::info("results of the training run ({}):\n{}", results_md, table.str());
+      } else if (world_.is_root()) {
+        // The first run ended before writing its results (a full disk): write what is missing.
+        log::warn("the run in {} has its last checkpoint but no results: writing them from this evaluation", run_dir_);
+        write_results(res, 0, res.resumed_from);
       }
       return res;
     }
@@ -403,26 +434,9 @@ FitResult Trainer::fit() {
   progress.break_line();
   log_eval(res.eval = evaluate());
   if (last_saved != step_) save();
-  if (world_.is_root()) {
-    nlohmann::json j;
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    j["step"] = step_;
-    j["method"] = recipe_.method;
-    j["main_metric"] = task_.main_metric();
-    if (!res.eval.empty()) j["eval"] = metrics_json(res.eval);
-    j.update(run_provenance(recipe_, world_.size()));  // where the figures come from, for `kiln report`
-    j["tokens_seen"] = tokens_seen_;
-    j["train_seconds"] = secs;  // of this process: a resumed run counts from its resume
-    j["resumed_from"] = res.resumed_from;
-    std::ofstream(fs::path(run_dir_) / "results.json") << j.dump(2) << '\n';
-    std::string table = results_table(res.eval, secs, res.resumed_from);
-    if (!res.eval.empty()) {
-      std::string more = task_.write_results(records_, run_dir_);
-      if (!more.empty()) table += "\n" + more;
-    }
-    std::ofstream(results_md) << table;
-    log::info("results ({}):\n{}", results_md, table);
-  }
+  if (world_.is_root())
+    write_results(res, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+                  res.resumed_from);
   res.step = step_;
   return res;
 }

@@ -58,7 +58,8 @@ class Trainer {
   void save_checkpoint(const std::string& path);  // collective; rank 0 writes
   // Every rank reads. weights_only: for evaluation and export (restore_checkpoint).
   void load_checkpoint(const std::string& path, bool weights_only = false);
-  // The checkpoint `checkpoint.resume` names ("" for none): choose_resume (train/checkpoint.h).
+  // The checkpoint `checkpoint.resume` names ("" for none), for evaluation and export: choose_resume
+  // (train/checkpoint.h) without changing the run directory. fit() chooses for training.
   std::string resume_path();
 
   int64_t step() const { return step_; }
@@ -72,6 +73,7 @@ class Trainer {
   std::vector<at::Tensor> grads();
   void write_recipe();
   TrainingState state();
+  void write_results(const FitResult& res, double secs, int64_t resumed_from);  // rank 0
   std::string results_table(const std::map<std::string, double>& eval, double seconds, int64_t resumed_from) const;
 
   const Recipe& recipe_;
@@ -86,6 +88,7 @@ class Trainer {
   std::unique_ptr<Schedule> schedule_;
   std::unique_ptr<data::Sampler> sampler_;
   std::unique_ptr<RunLog> log_;
+  std::unique_ptr<Retention> retention_;   // rank 0
   EvalRecords records_;
   double last_grad_norm_ = 0, last_lr_ = 0;
   int64_t last_tokens_ = 0, tokens_seen_ = 0;

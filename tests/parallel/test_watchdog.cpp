@@ -19,6 +19,8 @@
 #include <string>
 #include <thread>
 
+#include "core/config.h"
+
 namespace {
 
 using Clock = std::chrono::system_clock;
@@ -39,12 +41,14 @@ struct Outcome {
   int mpirun_status = 0;
 };
 
-Outcome run(int sig, double timeout) {
+// timeout < 0: the worker runs with the default dist.timeout_s.
+Outcome run(int sig, double timeout_arg) {
+  const double timeout = timeout_arg < 0 ? kiln::DistConfig{}.timeout_s : timeout_arg;
   char tmpl[] = "/tmp/kiln-watchdog-XXXXXX";
   std::string dir = mkdtemp(tmpl);
   std::string cmd = std::string(KILN_MPIRUN_CMD) + " -np 2 --enable-recovery sh -c '\"$0\" \"$1\" \"$2\"; rc=$?; " +
                     "date +%s.%N > \"$2/rank$OMPI_COMM_WORLD_RANK.end\"; echo $rc > \"$2/rank$OMPI_COMM_WORLD_RANK.rc\"' " +
-                    KILN_WATCHDOG_WORKER + " " + std::to_string(timeout) + " " + dir + " > " + dir + "/log 2>&1";
+                    KILN_WATCHDOG_WORKER + " " + (timeout_arg < 0 ? std::string("default") : std::to_string(timeout)) + " " + dir + " > " + dir + "/log 2>&1";
   pid_t mpirun = fork();
   if (mpirun == 0) {
     setpgid(0, 0);
@@ -120,6 +124,21 @@ TEST(Watchdog, SilentRankEndsTheJobWithAMessage) {
   std::smatch m;
   ASSERT_TRUE(std::regex_search(o.log, m, kMessage)) << "no watchdog line from rank 0 in:\n" << o.log;
   EXPECT_TRUE(o.rank0_rc != 0) << "rank 0 exit code " << o.rank0_rc;
+}
+
+// The survivor of a dead peer that nothing else ends (here --enable-recovery keeps mpirun from
+// doing so) gives up after the default dist.timeout_s, saying every report_every(timeout) seconds
+// that it is still waiting, instead of staying silent until the deadline.
+TEST(Watchdog, DefaultTimeoutEndsADeadPeersJobAndReportsWhileWaiting) {
+  const double timeout = kiln::DistConfig{}.timeout_s;
+  EXPECT_LE(timeout, 300) << "a user should not wait longer than a few minutes for a dead peer";
+  Outcome o = run(SIGKILL, -1);
+  const std::regex waiting(R"(kiln: rank 0 of 2: [^\n]* still waiting after \d+ s for every rank to join; gives up at \d+ s)");
+  const auto lines = std::distance(std::sregex_iterator(o.log.begin(), o.log.end(), waiting), std::sregex_iterator());
+  EXPECT_GE(lines, 3) << o.log;
+  EXPECT_NE(o.rank0_rc, 0);
+  EXPECT_GE(o.rank0_after_signal, timeout - 0.5);
+  EXPECT_LE(o.rank0_after_signal, timeout + 10);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // A data-parallel training loop for the watchdog test: records its pid and progress in DIR so the
 // driver (test_watchdog.cpp) can kill -9 or stop one rank in the middle of training.
-// Usage: watchdog_worker TIMEOUT_S DIR
+// Usage: watchdog_worker TIMEOUT_S|default DIR   (default: DistConfig's dist.timeout_s)
 #include <unistd.h>
 
 #include <chrono>
@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s TIMEOUT_S DIR\n", argv[0]);
     return 2;
   }
-  const double timeout = std::stod(argv[1]);
+  const double timeout = std::string(argv[1]) == "default" ? kiln::DistConfig{}.timeout_s : std::stod(argv[1]);
   const std::string dir = argv[2];
   World& world = World::get();
   world.configure_threads(1);

@@ -166,11 +166,40 @@ TEST(Checkpoint, ListAndPrune) {
   ASSERT_EQ(all.size(), 4u);
   EXPECT_EQ(all.front().first, 10);
   EXPECT_EQ(all.back().first, 40);
-  prune_checkpoints(dir, 2);
+  Retention(dir, 2).prune();
   all = list_checkpoints(dir);
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].first, 30);
   EXPECT_EQ(all[1].first, 40);
+  fs::remove_all(dir);
+}
+
+// Retention counts checkpoints that verify: corrupt ones are renamed *.corrupt (kept for a look,
+// never counted), and the checkpoint the run resumed from stays whatever `keep` says.
+TEST(Checkpoint, RetentionCountsVerifiedCheckpointsOnly) {
+  auto dir = tmpdir("retention");
+  for (int64_t s : {5, 10, 15, 20}) write_checkpoint(dir + "/" + checkpoint_name(s), sample());
+  for (int64_t s : {10, 15, 20}) fs::resize_file(dir + "/" + checkpoint_name(s), 1000);  // torn writes
+  Retention keep(dir, 1);
+  keep.protect(dir + "/" + checkpoint_name(5));  // resumed from
+  write_checkpoint(dir + "/" + checkpoint_name(6), sample());
+  keep.written(dir + "/" + checkpoint_name(6));
+  keep.prune();
+  auto all = list_checkpoints(dir);
+  ASSERT_EQ(all.size(), 2u);  // the newest good one and the one resumed from
+  EXPECT_EQ(all[0].first, 5);
+  EXPECT_EQ(all[1].first, 6);
+  for (int64_t s : {10, 15, 20}) EXPECT_TRUE(fs::exists(dir + "/" + checkpoint_name(s) + ".corrupt")) << s;
+  // Later checkpoints push out the old ones, never the one resumed from.
+  for (int64_t s : {7, 8}) {
+    write_checkpoint(dir + "/" + checkpoint_name(s), sample());
+    keep.written(dir + "/" + checkpoint_name(s));
+    keep.prune();
+  }
+  all = list_checkpoints(dir);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].first, 5);
+  EXPECT_EQ(all[1].first, 8);
   fs::remove_all(dir);
 }
 

@@ -231,3 +231,44 @@ TEST(Resume, StartingOverInADirectoryWithCheckpointsIsRefused) {
   }
   EXPECT_EQ(train::list_checkpoints(r.checkpoint.run_dir + "/checkpoints"), kept);  // untouched
 }
+
+// Resuming from an older checkpoint of the same run would write over the newer ones: refused unless
+// checkpoint.rewind, which moves the newer checkpoints, results and metrics aside and deletes
+// nothing; the rewound run then equals an unbroken one.
+TEST(Resume, RewindingIsRefusedUnlessAskedAndMovesTheNewerRunAside) {
+  Recipe r = test::toy_recipe(fresh_dir("rewind"));
+  r.checkpoint.every = 2;
+  r.checkpoint.keep = 0;
+  Outcome whole = run(r);
+  env().comm->barrier();
+  const std::string dir = r.checkpoint.run_dir;
+  const auto before = train::list_checkpoints(dir + "/checkpoints");
+  ASSERT_EQ(before.size(), 4u);  // 2, 4, 6, 8
+  const std::string results = slurp(dir + "/results.md");
+  ASSERT_FALSE(results.empty());
+
+  r.checkpoint.resume = before[1].second;  // step 4
+  try {
+    run(r);
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint.rewind=true"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(train::list_checkpoints(dir + "/checkpoints"), before);  // untouched
+
+  r.checkpoint.rewind = true;
+  Outcome again = run(r);
+  EXPECT_EQ(again.fit.resumed_from, 4);
+  std::vector<double> losses(whole.fit.losses.begin(), whole.fit.losses.begin() + 4);
+  losses.insert(losses.end(), again.fit.losses.begin(), again.fit.losses.end());
+  expect_identical(whole, losses, again);
+  env().comm->barrier();
+  // The newer checkpoints and the first run's results are kept under rewound-*/.
+  std::vector<fs::path> aside;
+  for (auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("rewound-", 0) == 0) aside.push_back(e.path());
+  ASSERT_EQ(aside.size(), 1u);
+  for (int64_t s : {6, 8}) EXPECT_TRUE(fs::exists(aside[0] / "checkpoints" / train::checkpoint_name(s))) << s;
+  EXPECT_EQ(slurp((aside[0] / "results.md").string()), results);
+  EXPECT_TRUE(fs::exists(aside[0] / "metrics.jsonl"));
+}

@@ -150,7 +150,7 @@ void FractalTask::embed(const Recipe& r, Split s, model::Llama& model, parallel:
     d.label.push_back(store.value<int32_t>("bag_label", i));
   }
   const int64_t U = int64_t(texts.size());
-  const std::string cache = (fs::path(r.data.store_dir) / (s == Split::train ? "train" : "eval")).string() + ".embeddings.h5";
+  const std::string cache = (fs::path(store.path()).parent_path() / (s == Split::train ? "train" : "eval")).string() + ".embeddings.h5";
   const std::string key = embedding_key(r, store.path(), model::pooling_name(pooling_), hidden_);
 
   at::Tensor table;
