@@ -9,6 +9,8 @@ find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+# PCRE2 (8-bit): the Unicode-property regexes of tokenizer.json pre-tokenizers.
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(Threads REQUIRED)
 
 # Torch's CMake config exposes CUDA through TORCH_LIBRARIES containing c10_cuda.

@@ -12,10 +12,16 @@ packages=(
   # MPI, storage, config, logging, tokenizer, CLI, JSON
   libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libfmt-dev libspdlog-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev
+  # spm_train / spm_encode: `kiln tokenizer train` runs libsentencepiece's trainer through them
+  sentencepiece
+  # tokenizer.json pre-tokenizers: regexes with Unicode properties
+  libpcre2-dev
   # PRM800K ships as .jsonl.xz (FRACTAL's reader runs `xz -dc`)
   xz-utils
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
+  # the project's Python (.venv): the reference libraries tests compare with (scripts/python-env.sh)
+  python3-venv
 )
 # Extra packages for optional parts, e.g. KILN_EXTRA_PACKAGES="slurm-wlm munge" for the Slurm tests.
 if [[ -n "${KILN_EXTRA_PACKAGES:-}" ]]; then
@@ -32,7 +38,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
+  exec bash "$(dirname "${BASH_SOURCE[0]}")/python-env.sh"
 fi
 
 cmd="apt-get install -y --no-install-recommends ${missing[*]}"
@@ -45,3 +51,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 $cmd
+exec bash "$(dirname "${BASH_SOURCE[0]}")/python-env.sh"

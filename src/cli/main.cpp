@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   cli::add_export(app, action);
   cli::add_generate(app, action);
   cli::add_report(app, action);
+  cli::add_tokenizer(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -15,6 +17,14 @@ namespace fs = std::filesystem;
 
 void write_failed(const std::string& path, int err) {
   throw InternalError(fmt::format("cannot write {}: {}", path, std::strerror(err)));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) input_error("{}: cannot read: {}", path, std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 void sync_dir(const std::string& dir) {

@@ -18,6 +18,9 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // temporary folder is removed and the error goes on.
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string& tmp_dir)>& fill);
 
+// The whole file; InputError "PATH: cannot read: <reason>".
+std::string read_file(const std::string& path);
+
 // fsync of a folder, so that a rename in it survives a crash (best effort).
 void sync_dir(const std::string& dir);
 

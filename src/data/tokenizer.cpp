@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "data/tokenizer_impl.h"
 
 namespace fs = std::filesystem;
 
@@ -67,81 +68,94 @@ std::string read_string(F f) {
   return out;
 }
 
+class SpmTokenizer final : public Tokenizer::Impl {
+ public:
+  explicit SpmTokenizer(const std::string& path) {
+    char err[512] = {0};
+    sp_ = shim().load(path.c_str(), err, sizeof(err));
+    if (!sp_) input_error("{}: not a sentencepiece model: {}", path, err);
+    auto& s = shim();
+    bos = s.info(sp_, 1);
+    eos = s.info(sp_, 2);
+    pad = s.info(sp_, 3);
+  }
+  ~SpmTokenizer() override { shim().free(sp_); }
+  std::string kind() const override { return "sentencepiece"; }
+  std::vector<int32_t> encode(std::string_view text) const override {
+    std::vector<int32_t> ids(text.size() + 16);
+    int64_t n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data(), int64_t(ids.size()));
+    if (n > int64_t(ids.size())) {
+      ids.resize(size_t(n));
+      n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data(), n);
+    }
+    ids.resize(size_t(n));
+    return ids;
+  }
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    return read_string([&](char* out, int64_t cap) { return shim().decode(sp_, ids.data(), int64_t(ids.size()), out, cap); });
+  }
+  std::string piece(int32_t id) const override {
+    return read_string([&](char* out, int64_t cap) { return shim().piece(sp_, id, out, cap); });
+  }
+  int32_t piece_to_id(const std::string& p) const override { return shim().piece_to_id(sp_, p.data(), int64_t(p.size())); }
+  int32_t vocab_size() const override { return shim().info(sp_, 0); }
+  int32_t unk_id() const override { return shim().info(sp_, 4); }
+  float score(int32_t id) const override { return shim().score(sp_, id); }
+  bool is_byte(int32_t id) const override { return shim().is_byte(sp_, id) != 0; }
+  std::string serialized() const override {
+    return read_string([&](char* out, int64_t cap) { return shim().serialized(sp_, out, cap); });
+  }
+
+ private:
+  void* sp_ = nullptr;
+};
+
 }  // namespace
 
 Tokenizer::Tokenizer(const std::string& path) {
   fs::path p = path;
-  if (fs::is_directory(p)) p /= "tokenizer.model";
+  if (fs::is_directory(p)) {
+    if (fs::exists(p / "tokenizer.model"))
+      p /= "tokenizer.model";
+    else if (fs::exists(p / "tokenizer.json"))
+      p /= "tokenizer.json";
+    else
+      input_error("{}: no tokenizer.model or tokenizer.json in the folder", path);
+  }
   path_ = p.string();
   if (!fs::exists(p)) input_error("{}: tokenizer file not found", path_);
-  char err[512] = {0};
-  sp_ = shim().load(path_.c_str(), err, sizeof(err));
-  if (!sp_) input_error("{}: not a sentencepiece model: {}", path_, err);
-  std::string blob = serialized();
+  if (p.extension() == ".json")
+    impl_ = load_bpe_json(path_);
+  else
+    impl_ = std::make_unique<SpmTokenizer>(path_);
+  std::string blob = impl_->serialized();
   checksum_ = sha256_hex(blob.data(), blob.size());
-  auto& s = shim();
-  // LLaMA's sentencepiece models have no pad piece (pad_id -1): pad with EOS, always masked.
-  bos_ = s.info(sp_, 1);
-  eos_ = s.info(sp_, 2);
-  int32_t pad = s.info(sp_, 3);
-  pad_ = pad >= 0 ? pad : eos_;
+  bos_ = impl_->bos;
+  eos_ = impl_->eos;
+  // LLaMA's tokenizers have no pad token: pad with EOS, always masked.
+  pad_ = impl_->pad >= 0 ? impl_->pad : eos_;
 }
 
-Tokenizer::~Tokenizer() {
-  if (sp_) shim().free(sp_);
-}
-
-Tokenizer::Tokenizer(Tokenizer&& o) noexcept
-    : sp_(o.sp_), path_(std::move(o.path_)), checksum_(std::move(o.checksum_)), bos_(o.bos_), eos_(o.eos_), pad_(o.pad_) {
-  o.sp_ = nullptr;
-}
-
-Tokenizer& Tokenizer::operator=(Tokenizer&& o) noexcept {
-  if (this != &o) {
-    if (sp_) shim().free(sp_);
-    sp_ = o.sp_;
-    o.sp_ = nullptr;
-    path_ = std::move(o.path_);
-    checksum_ = std::move(o.checksum_);
-    bos_ = o.bos_, eos_ = o.eos_, pad_ = o.pad_;
-  }
-  return *this;
-}
+Tokenizer::~Tokenizer() = default;
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
-  std::vector<int32_t> ids(text.size() + 16);
-  size_t off = add_bos ? 1 : 0;
-  int64_t n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data() + off, int64_t(ids.size() - off));
-  if (n > int64_t(ids.size() - off)) {
-    ids.resize(size_t(n) + off);
-    n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data() + off, n);
-  }
-  ids.resize(size_t(n) + off);
-  if (add_bos) ids[0] = bos_;
+  std::vector<int32_t> ids = impl_->encode(text);
+  if (add_bos) ids.insert(ids.begin(), bos_);
   if (add_eos) ids.push_back(eos_);
   return ids;
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
-  return read_string([&](char* out, int64_t cap) { return shim().decode(sp_, ids.data(), int64_t(ids.size()), out, cap); });
-}
-
-std::string Tokenizer::piece(int32_t id) const {
-  return read_string([&](char* out, int64_t cap) { return shim().piece(sp_, id, out, cap); });
-}
-
-int32_t Tokenizer::piece_to_id(const std::string& piece) const {
-  return shim().piece_to_id(sp_, piece.data(), int64_t(piece.size()));
-}
-
-int32_t Tokenizer::vocab_size() const { return shim().info(sp_, 0); }
-int32_t Tokenizer::unk_id() const { return shim().info(sp_, 4); }
-float Tokenizer::score(int32_t id) const { return shim().score(sp_, id); }
-bool Tokenizer::is_byte(int32_t id) const { return shim().is_byte(sp_, id) != 0; }
-
-std::string Tokenizer::serialized() const {
-  return read_string([&](char* out, int64_t cap) { return shim().serialized(sp_, out, cap); });
-}
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const { return impl_->decode(ids); }
+std::string Tokenizer::piece(int32_t id) const { return impl_->piece(id); }
+int32_t Tokenizer::piece_to_id(const std::string& piece) const { return impl_->piece_to_id(piece); }
+int32_t Tokenizer::vocab_size() const { return impl_->vocab_size(); }
+int32_t Tokenizer::unk_id() const { return impl_->unk_id(); }
+std::string Tokenizer::kind() const { return impl_->kind(); }
+float Tokenizer::score(int32_t id) const { return impl_->score(id); }
+bool Tokenizer::is_byte(int32_t id) const { return impl_->is_byte(id); }
+std::string Tokenizer::serialized() const { return impl_->serialized(); }
 
 void Tokenizer::set_special_ids(int32_t bos, int32_t eos, int32_t pad) {
   bos_ = bos;

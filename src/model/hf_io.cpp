@@ -137,9 +137,7 @@ Llama load_pretrained(const kiln::ModelConfig& cfg, c10::Device device) {
 }
 
 data::Tokenizer load_tokenizer(const std::string& dir, const LlamaConfig& c) {
-  fs::path p = fs::path(dir) / "tokenizer.model";
-  if (!fs::exists(p)) input_error("{}: no tokenizer.model (kiln reads sentencepiece tokenizers)", dir);
-  data::Tokenizer tok(p.string());
+  data::Tokenizer tok(dir);  // tokenizer.model, else tokenizer.json
   const int32_t eos = int32_t(c.eos());
   tok.set_special_ids(int32_t(c.bos_token_id), eos, c.pad_token_id >= 0 ? int32_t(c.pad_token_id) : eos);
   return tok;

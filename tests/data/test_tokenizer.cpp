@@ -47,6 +47,20 @@ TEST(Tokenizer, MissingAndInvalidFiles) {
     Tokenizer t(std::string(KILN_SHARED_DIR) + "/models/stories260K/hf/config.json");
     FAIL();
   } catch (const kiln::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("config.json: not a sentencepiece model"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("config.json: not a Hugging Face tokenizer.json"), std::string::npos) << e.what();
+  }
+  try {
+    Tokenizer t(std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin");
+    FAIL();
+  } catch (const kiln::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("stories260K.bin: not a sentencepiece model"), std::string::npos) << e.what();
+  }
+  // A SentencePiece-style tokenizer.json (Metaspace, byte fallback) is named as such, not misread.
+  try {
+    Tokenizer t(std::string(KILN_SHARED_DIR) + "/models/mistral-tokenizer/tokenizer.json");
+    FAIL();
+  } catch (const kiln::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.json: pre-tokenizer `Metaspace` is not implemented"), std::string::npos)
+        << e.what();
   }
 }
