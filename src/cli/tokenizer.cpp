@@ -10,7 +10,16 @@
 // vocabulary from corpora with libsentencepiece's trainer (its spm_train command), with the settings of the LEP paper's
 // tokenizers (byte fallback, split digits, nmt_nfkc normaliser; <unk> 0, <s> 1, </s> 2, no pad),
 // written as a model folder's tokenizer files (tokenizer.model, tokenizer_config.json) into a new
-// DIR. `extend` and `shrink` (issue 13) are planned.
+// DIR.
+//
+// `kiln tokenizer extend BASE ADD --out DIR`: BASE plus every token of ADD it lacks, appended after
+// BASE's ids (data/vocab_edit.h), written with BASE's tokenizer_config.json and
+// special_tokens_map.json into a new DIR; every old id is checked to keep its piece.
+//
+// `kiln tokenizer shrink BASE CORPUS... --keep N --out DIR [--extend ADD]`: a byte-level BPE
+// tokenizer cut to N model tokens (every byte, then the most frequent on the corpora with what
+// their merges are made of; added tokens kept on top), then optionally extended with ADD: LEP's
+// Optimized tokenizer (data/vocab_edit.h).
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -29,6 +38,7 @@
 #include "core/files.h"
 #include "core/log.h"
 #include "data/tokenizer.h"
+#include "data/vocab_edit.h"
 #include "parallel/communicator.h"
 #include "parallel/world.h"
 
@@ -45,6 +55,22 @@ struct TrainArgs {
   int64_t vocab_size = 32000, threads = 0, sentences = 0;
   double coverage = 0.9995;
 } g_train;
+std::string g_base, g_add, g_extend_out;
+std::vector<std::string> g_shrink_corpora;
+int32_t g_keep = 0;
+
+// Copies BASE's tokenizer_config.json (its added_tokens_decoder renumbered for the new tokenizer in
+// `dir`) and special_tokens_map.json into `dir`.
+void copy_configs(const data::Tokenizer& base, const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path from = fs::path(base.path()).parent_path();
+  data::Tokenizer now(dir);
+  if (fs::exists(from / "tokenizer_config.json"))
+    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(),
+                      data::renumber_tokenizer_config(read_file((from / "tokenizer_config.json").string()), now));
+  if (fs::exists(from / "special_tokens_map.json"))
+    write_file_atomic((fs::path(dir) / "special_tokens_map.json").string(), read_file((from / "special_tokens_map.json").string()));
+}
 
 int64_t code_points(const std::string& s, size_t b, size_t e) {
   int64_t n = 0;
@@ -198,10 +224,69 @@ int run_train() {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return kExitOk;
 }
+int run_extend() {
+  namespace fs = std::filesystem;
+  log::setup(0, 1, false, log::Level::info);
+  if (fs::exists(g_extend_out)) input_error("--out {}: exists (kiln tokenizer extend never overwrites)", g_extend_out);
+  data::Tokenizer base(g_base), add(g_add);
+  data::ExtendSummary sum;
+  write_dir_atomic(g_extend_out, [&](const std::string& tmp) {
+    sum = data::extend_tokenizer(base, add, tmp);
+    copy_configs(base, tmp);
+    data::Tokenizer ext(tmp);
+    if (ext.vocab_size() != sum.new_size)
+      throw InternalError(fmt::format("extend: wrote {} ids, the result loads with {}", sum.new_size, ext.vocab_size()));
+    for (int32_t id = 0; id < base.vocab_size(); ++id)
+      if (ext.piece(id) != base.piece(id))
+        throw InternalError(fmt::format("extend: id {} was `{}`, is `{}`", id, base.piece(id), ext.piece(id)));
+  });
+  log::info("{} ({}, {} ids) + {} new tokens of {} = {} ids{}; every old id keeps its token", g_extend_out, base.kind(),
+            sum.old_size, sum.added, add.path(), sum.new_size,
+            sum.merges_added ? fmt::format(", {} merges added", sum.merges_added) : std::string());
+  if (sum.skipped_bytes)
+    log::warn("{} byte pieces of {} not added: {} has no byte fallback", sum.skipped_bytes, add.path(), base.path());
+  return kExitOk;
+}
+int run_shrink() {
+  namespace fs = std::filesystem;
+  log::setup(0, 1, false, log::Level::info);
+  if (fs::exists(g_extend_out)) input_error("--out {}: exists (kiln tokenizer shrink never overwrites)", g_extend_out);
+  data::Tokenizer base(g_base);
+  std::vector<int64_t> counts(size_t(base.vocab_size()), 0);
+  for (auto& path : g_shrink_corpora) {
+    const std::string text = read_file(path);
+    for (size_t p = 0; p < text.size();) {
+      size_t nl = text.find('\n', p);
+      if (nl == std::string::npos) nl = text.size();
+      for (int32_t id : base.encode(text.substr(p, nl - p), /*add_bos=*/false)) ++counts[size_t(id)];
+      p = nl + 1;
+    }
+  }
+  data::ShrinkSummary sum;
+  data::ExtendSummary ext;
+  write_dir_atomic(g_extend_out, [&](const std::string& tmp) {
+    sum = data::shrink_tokenizer(base, counts, g_keep, tmp);
+    if (!g_add.empty()) {
+      data::Tokenizer shrunk(tmp), add(g_add);
+      ext = data::extend_tokenizer(shrunk, add, tmp);
+    }
+    copy_configs(base, tmp);
+    data::Tokenizer done(tmp);
+    const int32_t want = g_add.empty() ? sum.new_size : ext.new_size;
+    if (done.vocab_size() != want)
+      throw InternalError(fmt::format("shrink: wrote {} ids, the result loads with {}", want, done.vocab_size()));
+  });
+  log::info("{}: {} of {}'s {} ids kept ({} model tokens with every byte, {} merges; {:.2f}% of the corpus's tokens), "
+            "{} ids{}",
+            g_extend_out, sum.new_size, base.path(), sum.old_size, sum.kept, sum.merges_kept, 100 * sum.corpus_share,
+            g_add.empty() ? sum.new_size : ext.new_size,
+            g_add.empty() ? std::string() : fmt::format(" after adding {} tokens of {}", ext.added, g_add));
+  return kExitOk;
+}
 }  // namespace
 
 void add_tokenizer(CLI::App& app, Action& action) {
-  auto* sub = app.add_subcommand("tokenizer", "Tokenizer tools: stats, train (extend and shrink are planned)");
+  auto* sub = app.add_subcommand("tokenizer", "Tokenizer tools: stats, train, extend, shrink");
   sub->require_subcommand(1);
   auto* stats = sub->add_subcommand("stats", "Characters and bytes per token, byte-fallback share and speed on corpora");
   stats->add_option("tokenizer", g_tok, "A model folder, tokenizer.model or tokenizer.json")->required();
@@ -219,6 +304,18 @@ void add_tokenizer(CLI::App& app, Action& action) {
   train->add_option("--sentences", g_train.sentences, "Train on a random sample of this many lines (0: all)");
   train->add_option("--threads", g_train.threads, "Trainer threads (default: all cores)");
   train->callback([&action] { action = [] { return run_train(); }; });
+  auto* extend = sub->add_subcommand("extend", "BASE plus every token of ADD it lacks, appended after BASE's ids");
+  extend->add_option("base", g_base, "The tokenizer to extend (model folder, tokenizer.model or tokenizer.json)")->required();
+  extend->add_option("add", g_add, "The tokenizer whose tokens are added (e.g. from `kiln tokenizer train`)")->required();
+  extend->add_option("--out", g_extend_out, "New folder for the extended tokenizer")->required();
+  extend->callback([&action] { action = [] { return run_extend(); }; });
+  auto* shrink = sub->add_subcommand("shrink", "A byte-level BPE tokenizer cut to its N most frequent tokens on corpora (then extended)");
+  shrink->add_option("base", g_base, "The tokenizer to shrink (a model folder or tokenizer.json)")->required();
+  shrink->add_option("corpus", g_shrink_corpora, "UTF-8 text files whose token counts decide")->required();
+  shrink->add_option("--keep", g_keep, "Model tokens to keep, the 256 bytes included (added tokens come on top)")->required()->check(CLI::Range(256, 1 << 24));
+  shrink->add_option("--extend", g_add, "Then add every token of this tokenizer (LEP's Optimized)");
+  shrink->add_option("--out", g_extend_out, "New folder for the tokenizer")->required();
+  shrink->callback([&action] { action = [] { return run_shrink(); }; });
 }
 
 }  // namespace kiln::cli

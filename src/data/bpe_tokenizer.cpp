@@ -247,6 +247,7 @@ class BpeTokenizer final : public Tokenizer::Impl {
   bool is_byte(int32_t id) const override {
     return id >= 0 && std::count(byte_id_ + 0x80, byte_id_ + 256, id) > 0;
   }
+  bool is_special(int32_t id) const override { return id >= 0 && size_t(id) < special_.size() && special_[size_t(id)]; }
   std::string serialized() const override { return bytes_; }
 
  private:
@@ -426,5 +427,7 @@ class BpeTokenizer final : public Tokenizer::Impl {
 }  // namespace
 
 std::unique_ptr<Tokenizer::Impl> load_bpe_json(const std::string& path) { return std::make_unique<BpeTokenizer>(path); }
+
+const std::string& byte_level_char(uint8_t b) { return byte_map().to_char[b]; }
 
 }  // namespace kiln::data

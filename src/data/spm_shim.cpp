@@ -77,8 +77,12 @@ __attribute__((visibility("default"))) int32_t kiln_spm_info(void* h, int32_t wh
   }
 }
 
-__attribute__((visibility("default"))) int32_t kiln_spm_is_byte(void* h, int32_t id) {
-  return static_cast<Sp*>(h)->IsByte(id) ? 1 : 0;
+// 0 normal or user-defined, 1 byte, 2 control / unknown / unused.
+__attribute__((visibility("default"))) int32_t kiln_spm_kind(void* h, int32_t id) {
+  auto* sp = static_cast<Sp*>(h);
+  if (sp->IsByte(id)) return 1;
+  if (sp->IsControl(id) || sp->IsUnknown(id) || sp->IsUnused(id)) return 2;
+  return 0;
 }
 
 __attribute__((visibility("default"))) int64_t kiln_spm_serialized(void* h, char* out, int64_t cap) {

@@ -23,7 +23,7 @@ struct Shim {
   int32_t (*piece_to_id)(void*, const char*, int64_t);
   float (*score)(void*, int32_t);
   int32_t (*info)(void*, int32_t);
-  int32_t (*is_byte)(void*, int32_t);
+  int32_t (*kind)(void*, int32_t);
   int64_t (*serialized)(void*, char*, int64_t);
 };
 
@@ -49,7 +49,7 @@ const Shim& shim() {
     s.piece_to_id = reinterpret_cast<decltype(s.piece_to_id)>(sym("kiln_spm_piece_to_id"));
     s.score = reinterpret_cast<decltype(s.score)>(sym("kiln_spm_score"));
     s.info = reinterpret_cast<decltype(s.info)>(sym("kiln_spm_info"));
-    s.is_byte = reinterpret_cast<decltype(s.is_byte)>(sym("kiln_spm_is_byte"));
+    s.kind = reinterpret_cast<decltype(s.kind)>(sym("kiln_spm_kind"));
     s.serialized = reinterpret_cast<decltype(s.serialized)>(sym("kiln_spm_serialized"));
   });
   return s;
@@ -101,7 +101,8 @@ class SpmTokenizer final : public Tokenizer::Impl {
   int32_t vocab_size() const override { return shim().info(sp_, 0); }
   int32_t unk_id() const override { return shim().info(sp_, 4); }
   float score(int32_t id) const override { return shim().score(sp_, id); }
-  bool is_byte(int32_t id) const override { return shim().is_byte(sp_, id) != 0; }
+  bool is_byte(int32_t id) const override { return shim().kind(sp_, id) == 1; }
+  bool is_special(int32_t id) const override { return shim().kind(sp_, id) == 2; }
   std::string serialized() const override {
     return read_string([&](char* out, int64_t cap) { return shim().serialized(sp_, out, cap); });
   }
@@ -155,6 +156,7 @@ int32_t Tokenizer::unk_id() const { return impl_->unk_id(); }
 std::string Tokenizer::kind() const { return impl_->kind(); }
 float Tokenizer::score(int32_t id) const { return impl_->score(id); }
 bool Tokenizer::is_byte(int32_t id) const { return impl_->is_byte(id); }
+bool Tokenizer::is_special(int32_t id) const { return impl_->is_special(id); }
 std::string Tokenizer::serialized() const { return impl_->serialized(); }
 
 void Tokenizer::set_special_ids(int32_t bos, int32_t eos, int32_t pad) {

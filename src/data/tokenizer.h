@@ -38,6 +38,8 @@ class Tokenizer {
   float score(int32_t id) const;
   // A byte token: SentencePiece's byte fallback; for byte-level BPE, one byte of a multi-byte character.
   bool is_byte(int32_t id) const;
+  // Not text: SentencePiece's control, unknown and unused pieces; tokenizer.json's added tokens.
+  bool is_special(int32_t id) const;
   std::string serialized() const;  // the file's bytes (the model proto of a tokenizer.model)
 
   class Impl;  // data/tokenizer_impl.h

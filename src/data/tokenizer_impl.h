@@ -24,6 +24,7 @@ class Tokenizer::Impl {
   virtual int32_t unk_id() const = 0;  // -1: none
   virtual float score(int32_t id) const = 0;
   virtual bool is_byte(int32_t id) const = 0;
+  virtual bool is_special(int32_t id) const = 0;
   virtual std::string serialized() const = 0;  // the file's bytes (its checksum names the tokenizer)
   // The file's own special ids (-1 where it names none); config.json may override them.
   int32_t bos = -1, eos = -1, pad = -1;
@@ -32,5 +33,8 @@ class Tokenizer::Impl {
 // tokenizer.json of a byte-level BPE model (LLaMA-3, GPT-2 style). InputError naming the file for
 // anything it does not implement (another model type, a normalizer, an unknown pre-tokenizer).
 std::unique_ptr<Tokenizer::Impl> load_bpe_json(const std::string& path);
+
+// GPT-2's bytes_to_unicode: the UTF-8 of the character that stands for byte `b` in byte-level BPE.
+const std::string& byte_level_char(uint8_t b);
 
 }  // namespace kiln::data

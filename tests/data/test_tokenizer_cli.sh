@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `kiln tokenizer train` and `stats`: a Russian BPE vocabulary trained here (byte fallback, split
-# digits), LLaMA-2's tokenizer.model and LLaMA-3's tokenizer.json: on 1 and 2 ranks, with --lines,
+# `kiln tokenizer train`, `extend`, `shrink` and `stats`: a Russian BPE vocabulary trained here (byte
+# fallback, split digits), LLaMA-2's tokenizer.model and LLaMA-3's tokenizer.json, both extended with
+# the Russian one (old ids kept, in the reference libraries too), LLaMA-3 shrunk and shrunk then
+# extended (loaded and round-tripping in the reference): on 1 and 2 ranks, with --lines,
 # stats counts as many tokens as the reference libraries give for the same lines (`sentencepiece`,
 # `tokenizers`, from the project's .venv; skipped without it), and its JSON holds consistent ratios. Needs KILN_BIN, KILN_SHARED_DIR, KILN_SOURCE_DIR, KILN_MPIRUN (set by ctest).
 set -euo pipefail
@@ -21,7 +23,50 @@ assert sp.get_piece_size() == 2000
 assert [sp.id_to_piece(i) for i in sp.encode("12345")][-5:] == list("12345"), sp.encode("12345", out_type=str)
 assert "<0xF0>" in sp.encode("😀", out_type=str), sp.encode("😀", out_type=str)
 PY
-for path in "$work/ru/tokenizer.model" "$KILN_SHARED_DIR/models/llama2-tokenizer/tokenizer.model" "$KILN_SHARED_DIR/models/llama3-tokenizer"; do
+# extend: LLaMA-2 (SentencePiece) and LLaMA-3 (byte-level BPE) plus the Russian vocabulary; every old
+# id keeps its token in the reference libraries too, and the new tokens are used.
+for base in llama2-tokenizer llama3-tokenizer; do
+  "$KILN_BIN" tokenizer extend "$KILN_SHARED_DIR/models/$base" "$work/ru" --out "$work/ext-$base" > "$work/ext.log" 2>&1 \
+    || { cat "$work/ext.log"; fail "extend $base failed"; }
+  grep -o "+ [0-9]* new tokens.*" "$work/ext.log"
+done
+"$py" - "$KILN_SHARED_DIR/models" "$work" <<'PY' || fail "extend changed old ids or added nothing"
+import sys, sentencepiece, tokenizers
+models, work = sys.argv[1], sys.argv[2]
+old = sentencepiece.SentencePieceProcessor(model_file=models + "/llama2-tokenizer/tokenizer.model")
+new = sentencepiece.SentencePieceProcessor(model_file=work + "/ext-llama2-tokenizer/tokenizer.model")
+assert new.get_piece_size() > old.get_piece_size()
+assert all(old.id_to_piece(i) == new.id_to_piece(i) for i in range(old.get_piece_size()))
+text = open(work + "/corpus.txt", encoding="utf-8").read()[:20000]
+assert max(new.encode(text)) >= old.get_piece_size(), "no new piece used"
+old = tokenizers.Tokenizer.from_file(models + "/llama3-tokenizer/tokenizer.json")
+new = tokenizers.Tokenizer.from_file(work + "/ext-llama3-tokenizer/tokenizer.json")
+ov, nv = old.get_vocab(with_added_tokens=True), new.get_vocab(with_added_tokens=True)
+assert len(nv) > len(ov) and all(nv[t] == i for t, i in ov.items())
+assert max(new.encode(text, add_special_tokens=False).ids) >= len(ov), "no new token used"
+PY
+# shrink: LLaMA-3 cut to 3,000 model tokens on the corpus, then extended (LEP's Optimized): the
+# reference loads both, every byte survives (any text round-trips), added tokens keep their order.
+"$KILN_BIN" tokenizer shrink "$KILN_SHARED_DIR/models/llama3-tokenizer" "$work/corpus.txt" --keep 3000 --out "$work/shrunk" > "$work/shrink.log" 2>&1 \
+  || { cat "$work/shrink.log"; fail "shrink failed"; }
+"$KILN_BIN" tokenizer shrink "$KILN_SHARED_DIR/models/llama3-tokenizer" "$work/corpus.txt" --keep 3000 --extend "$work/ru" --out "$work/optimized" > "$work/shrink2.log" 2>&1 \
+  || { cat "$work/shrink2.log"; fail "shrink --extend failed"; }
+grep -o "3256 of .*" "$work/shrink.log"
+"$py" - "$work" <<'PY' || fail "the shrunk tokenizers do not load or round-trip in the reference"
+import json, sys, tokenizers
+work = sys.argv[1]
+for name, size in (("shrunk", 3256), ("optimized", None)):
+    t = tokenizers.Tokenizer.from_file(f"{work}/{name}/tokenizer.json")
+    v = t.get_vocab(with_added_tokens=True)
+    assert size is None or len(v) == size, (name, len(v))
+    assert v["<|begin_of_text|>"] == 3000 and v["<|eot_id|>"] == 3009, (name, v["<|begin_of_text|>"])
+    text = "Привет, мир! 😀 中文 ∮ E⋅da = Q <|eot_id|> tabs\t\t"
+    assert t.decode(t.encode(text, add_special_tokens=False).ids, skip_special_tokens=False) == text, name
+    cfg = json.load(open(f"{work}/{name}/tokenizer_config.json"))
+    assert cfg["added_tokens_decoder"]["3000"]["content"] == "<|begin_of_text|>"
+PY
+for path in "$work/ru/tokenizer.model" "$KILN_SHARED_DIR/models/llama2-tokenizer/tokenizer.model" "$KILN_SHARED_DIR/models/llama3-tokenizer" \
+            "$work/ext-llama2-tokenizer/tokenizer.model" "$work/ext-llama3-tokenizer" "$work/shrunk" "$work/optimized"; do
   tok=$(basename "$(dirname "$path")")/$(basename "$path")
   want=$("$py" - "$path" "$work/corpus.txt" <<'PY'
 import sys

@@ -1,0 +1,49 @@
+// Editing vocabularies (LEP's Extended tokenizer): a tokenizer plus every token of another that it
+// lacks, appended after its ids, so that every old id keeps its meaning.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::data {
+
+class Tokenizer;
+
+struct ExtendSummary {
+  int32_t old_size = 0, added = 0, new_size = 0;
+  int64_t merges_added = 0;  // byte-level BPE
+  int32_t skipped_bytes = 0;  // byte pieces of `add` that a base without byte fallback cannot take
+  std::string file;           // what was written
+};
+
+// Writes the extended tokenizer, of base's kind, into the existing folder `out_dir`:
+// - SentencePiece base (tokenizer.model): the model with `add`'s normal and user-defined pieces it
+//   lacks appended (protobuf repeated fields concatenate), scored below every old piece in `add`'s
+//   order, so old merges keep precedence;
+// - byte-level BPE base (tokenizer.json): `add`'s tokens in byte-level form (a SentencePiece
+//   piece's word-start mark becomes a space) appended to the vocabulary after every old id, added
+//   tokens included (these also enter the vocabulary at their ids), and for each one every merge
+//   (left, right) whose halves are in the extended vocabulary, after the old merges in `add`'s order.
+// `add` may be SentencePiece or byte-level BPE. Special tokens of `add` are not carried over.
+ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir);
+
+struct ShrinkSummary {
+  int32_t old_size = 0, kept = 0, new_size = 0;  // kept: model tokens (bytes included); new_size: + added tokens
+  int64_t merges_kept = 0;
+  double corpus_share = 0;  // share of the corpus's tokens (as counted) that are kept tokens
+  std::string file;
+};
+
+// LEP's Optimized step one, for byte-level BPE (tokenizer.json): keep `keep` tokens of the model
+// vocabulary: the 256 byte tokens, then the tokens most frequent by `counts` (one per id of `base`,
+// e.g. from encoding a corpus; ties by id), each with the tokens its merge is made of, so that BPE
+// can still build it; plus every added token. New ids follow the old order (added tokens last);
+// merges whose parts and result are all kept keep their order. Written as tokenizer.json into the
+// existing folder `out_dir`. InputError for a SentencePiece base.
+ShrinkSummary shrink_tokenizer(const Tokenizer& base, const std::vector<int64_t>& counts, int32_t keep,
+                               const std::string& out_dir);
+
+// tokenizer_config.json's `added_tokens_decoder` (keyed by id) renumbered for `tok` by content.
+std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok);
+
+}  // namespace kiln::data
