@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/verbs.h"
+#include "methods/registry.h"
 #include "core/error.h"
 #include "core/host_memory.h"
 #include "core/log.h"
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   cli::add_generate(app, action);
   cli::add_report(app, action);
   cli::add_tokenizer(app, action);
+  methods::add_verbs(app, action);  // the methods' own (kiln lep ...)
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,6 @@
 #include "methods/registry.h"
 
+#include <CLI/CLI.hpp>
 #include <map>
 
 #include "core/error.h"
@@ -52,6 +53,27 @@ std::vector<std::pair<std::string, std::string>> list_tasks() {
   std::vector<std::pair<std::string, std::string>> out;
   for (auto& [n, e] : table()) out.emplace_back(n, e.description);
   return out;
+}
+
+namespace {
+struct Verb {
+  std::string description;
+  VerbSetup setup;
+};
+std::map<std::string, Verb>& verbs() {
+  static std::map<std::string, Verb> v;
+  return v;
+}
+}  // namespace
+
+bool register_verb(const std::string& name, const std::string& description, VerbSetup setup) {
+  KILN_CHECK(!verbs().count(name), "verb `{}` registered twice", name);
+  verbs()[name] = Verb{description, std::move(setup)};
+  return true;
+}
+
+void add_verbs(CLI::App& app, std::function<int()>& action) {
+  for (auto& [name, v] : verbs()) v.setup(app.add_subcommand(name, v.description), action);
 }
 
 }  // namespace kiln::methods

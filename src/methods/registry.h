@@ -12,6 +12,9 @@
 namespace kiln {
 struct Recipe;
 }
+namespace CLI {
+class App;
+}
 
 namespace kiln::methods {
 
@@ -29,7 +32,18 @@ bool has_task(const std::string& name);
 // (name, description) of every registered method, sorted by name.
 std::vector<std::pair<std::string, std::string>> list_tasks();
 
+// A method's own command-line verb (`kiln lep init ...`), for the steps of a method that are not
+// training (LEP's initialisation, propagation): `setup` adds options and subcommands to `sub` and
+// sets `action` (run after parsing; returns the exit code) from their callbacks. main() adds every
+// registered verb after the engine's own.
+using VerbSetup = std::function<void(CLI::App* sub, std::function<int()>& action)>;
+bool register_verb(const std::string& name, const std::string& description, VerbSetup setup);
+void add_verbs(CLI::App& app, std::function<int()>& action);
+
 }  // namespace kiln::methods
+
+#define KILN_REGISTER_VERB(name, description, setup) \
+  static const bool KILN_TASK_CONCAT(kiln_verb_registered_, __LINE__) = ::kiln::methods::register_verb(name, description, setup)
 
 #define KILN_TASK_CONCAT2(a, b) a##b
 #define KILN_TASK_CONCAT(a, b) KILN_TASK_CONCAT2(a, b)

@@ -1,0 +1,94 @@
+// LEP's initialisation against hand-computed means: the stories260K model (512-piece tokenizer, tied
+// embeddings) given LLaMA-2's (32,000) and LLaMA-3's (128,256) vocabularies. A row is recomputed
+// here from the old tokenizer's pieces of the token's text, one by one; specials copy their twin;
+// tokens without one get the mean of all rows. init_model writes a folder kiln loads again, with
+// every other weight bit-identical and an untied head.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/files.h"
+#include "data/tokenizer.h"
+#include "methods/lep/lep_init.h"
+#include "model/hf_io.h"
+#include "model/safetensors.h"
+
+namespace fs = std::filesystem;
+using kiln::data::Tokenizer;
+
+namespace {
+const std::string kShared = KILN_SHARED_DIR;
+const std::string kStories = kShared + "/models/stories260K/hf";
+
+at::Tensor old_embeddings() {
+  kiln::model::SafeTensorsFile f(kStories + "/model.safetensors");
+  return f.load("model.embed_tokens.weight");
+}
+
+// The row by the definition, with a plain loop over the pieces.
+at::Tensor by_hand(const at::Tensor& E, const Tokenizer& old_tok, const Tokenizer& new_tok, int32_t id) {
+  std::vector<int32_t> pieces = old_tok.encode(new_tok.decode({id}), false);
+  at::Tensor sum = at::zeros({E.size(1)}, at::kFloat);
+  for (int32_t p : pieces) sum += E[p];
+  return sum / double(pieces.size());
+}
+}  // namespace
+
+TEST(LepInit, RowsAreTheMeansOfTheOldPiecesRows) {
+  const at::Tensor E = old_embeddings();
+  Tokenizer old_tok(kStories), new_tok(kShared + "/models/llama2-tokenizer");
+  kiln::lep::InitCounts c;
+  at::Tensor rows = kiln::lep::init_rows(E, old_tok, new_tok, &c);
+  ASSERT_EQ(rows.sizes(), (std::vector<int64_t>{32000, 64}));
+  int checked = 0;
+  for (const char* piece : {"▁Hello", "▁the", "ing", "▁Moscow", "▁при", "<0xF0>", "▁▁▁"}) {
+    const int32_t id = new_tok.piece_to_id(piece);
+    ASSERT_NE(id, new_tok.unk_id()) << piece;
+    const auto pieces = old_tok.encode(new_tok.decode({id}), false);
+    if (pieces.empty()) continue;
+    EXPECT_TRUE(at::allclose(rows[id], by_hand(E, old_tok, new_tok, id), 1e-6, 1e-7)) << piece;
+    ++checked;
+  }
+  EXPECT_GE(checked, 6);
+  // Tokens the old tokenizer cuts into several pieces (Cyrillic: its byte pieces) are among them.
+  EXPECT_GT(old_tok.encode(new_tok.decode({new_tok.piece_to_id("▁при")}), false).size(), 1u);
+  EXPECT_GT(old_tok.encode(new_tok.decode({new_tok.piece_to_id("▁Moscow")}), false).size(), 1u);
+  // Specials copy their twin: <unk>, <s>, </s> are ids 0-2 in both.
+  for (int32_t id : {0, 1, 2}) EXPECT_TRUE(at::equal(rows[id], E[id])) << id;
+  EXPECT_EQ(c.specials_copied, 3);
+  EXPECT_EQ(c.averaged + c.specials_copied + c.no_pieces, 32000);
+}
+
+TEST(LepInit, SpecialsWithoutATwinGetTheMeanOfAllRows) {
+  const at::Tensor E = old_embeddings();
+  Tokenizer old_tok(kStories), new_tok(kShared + "/models/llama3-tokenizer");
+  kiln::lep::InitCounts c;
+  at::Tensor rows = kiln::lep::init_rows(E, old_tok, new_tok, &c);
+  EXPECT_TRUE(at::allclose(rows[new_tok.piece_to_id("<|eot_id|>")], E.mean(0)));
+  EXPECT_EQ(c.no_pieces, 256);  // LLaMA-3's 256 added tokens; stories260K has none of them
+  const int32_t hello = new_tok.encode("Hello", false).at(0);
+  EXPECT_TRUE(at::allclose(rows[hello], by_hand(E, old_tok, new_tok, hello), 1e-6, 1e-7));
+}
+
+TEST(LepInit, ModelFolderLoadsWithAnUntiedHeadAndUnchangedLayers) {
+  const fs::path out = fs::temp_directory_path() / ("kiln_lep_init_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  kiln::lep::init_model(kStories, kShared + "/models/llama2-tokenizer", out.string());
+  auto config = nlohmann::json::parse(kiln::read_file((out / "config.json").string()));
+  EXPECT_EQ(config["vocab_size"], 32000);
+  EXPECT_EQ(config["tie_word_embeddings"], false);
+  EXPECT_TRUE(fs::exists(out / "tokenizer.model"));
+  kiln::model::SafeTensorsFile before(kStories + "/model.safetensors"), after((out / "model.safetensors").string());
+  for (auto& [name, e] : before.entries())
+    if (name != "model.embed_tokens.weight") EXPECT_TRUE(at::equal(before.load(name), after.load(name))) << name;
+  const at::Tensor E2 = after.load("model.embed_tokens.weight"), H2 = after.load("lm_head.weight");
+  EXPECT_EQ(E2.sizes(), (std::vector<int64_t>{32000, 64}));
+  EXPECT_TRUE(at::equal(E2, H2));  // both averaged from the one tied matrix; they train apart from here
+  auto model = kiln::model::load_pretrained(out.string(), at::kFloat, at::kCPU);
+  EXPECT_EQ(model->config().vocab_size, 32000);
+  EXPECT_FALSE(model->config().tie_word_embeddings);
+  fs::remove_all(out);
+}
