@@ -12,6 +12,7 @@
 #include "parallel/world.h"
 #include "cli/train_session.h"
 #include "methods/registry.h"
+#include "train/checkpoint.h"
 #include "train/phases.h"
 #include "train/memory_plan.h"
 #include "train/signals.h"
@@ -100,7 +101,9 @@ int run_train(const RecipeArgs& args) {
   std::string dir = (std::filesystem::path(run_dir) / "adapter").string();
   if (s.recipe.checkpoint.export_adapter && s.recipe.lora.enabled && s.world.is_root() &&
       !(res.already_complete && std::filesystem::exists(dir))) {
-    // Complete or absent, so that a rerun after a failed export writes it again.
+    // Complete or absent, so that a rerun after a failed export writes it again. An adapter left by
+    // an earlier run in this directory is renamed, not overwritten.
+    if (std::filesystem::exists(dir)) log::warn("{} existed: kept as {}", dir, train::move_aside(dir, "old"));
     write_dir_atomic(dir, [&](const std::string& tmp) { s.task->export_adapter(tmp); });
     log::info("adapter written to {}", dir);
   }

@@ -20,10 +20,13 @@ void write_failed(const std::string& path, int err) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) input_error("{}: cannot read: it is a folder", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) input_error("{}: cannot read: {}", path, std::strerror(errno));
   std::ostringstream ss;
   ss << in.rdbuf();
+  if (in.bad()) input_error("{}: read failed: {}", path, std::strerror(errno));
   return ss.str();
 }
 
@@ -64,7 +67,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 }
 
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {
-  const fs::path final_dir = fs::path(dir).lexically_normal();
+  fs::path final_dir = fs::path(dir).lexically_normal();
+  if (final_dir.filename().empty()) final_dir = final_dir.parent_path();  // "out/"
   fs::path parent = final_dir.parent_path();
   std::error_code ec;
   if (!parent.empty()) fs::create_directories(parent, ec);

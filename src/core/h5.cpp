@@ -52,6 +52,8 @@ void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, cons
   std::error_code ec;
   if (!dir.empty()) fs::create_directories(dir, ec);
   if (ec) write_failed(path, ec.value());
+  const std::string tmp = path + ".tmp";
+  std::remove(tmp.c_str());  // what a killed earlier attempt left: its space counts as free
   // Checked first: HDF5 meeting a full disk half-way leaves its file state for the library's exit
   // handlers to trip over; a refusal before any write leaves nothing.
   const auto space = fs::space(dir.empty() ? fs::path(".") : dir, ec);
@@ -59,8 +61,6 @@ void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, cons
   if (!ec && space.available < need)
     throw InternalError(fmt::format("cannot write {}: {} (needs about {:.1f} MiB, {:.1f} MiB free)", path,
                                     std::strerror(ENOSPC), double(need) / (1 << 20), double(space.available) / (1 << 20)));
-  const std::string tmp = path + ".tmp";
-  std::remove(tmp.c_str());
   int err = 0;
   std::exception_ptr thrown;  // not an I/O failure (an unsupported dtype...): goes on as it was
   {

@@ -71,7 +71,7 @@ size_t utf8_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 :
 
 class Regex {
  public:
-  Regex(const std::string& pattern, const std::string& where) {
+  Regex(const std::string& pattern, const std::string& where) : where_(where) {
     int err = 0;
     PCRE2_SIZE off = 0;
     // UCP: \s, \w, \d and POSIX classes by Unicode properties, as the library's Oniguruma does.
@@ -95,7 +95,14 @@ class Regex {
     size_t start = 0, last = 0;
     while (start <= s.size()) {
       int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, 0, md, nullptr);
-      if (rc < 0) break;  // no more matches (or an error: the rest stays one piece)
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof msg);
+        pcre2_match_data_free(md);
+        input_error("{}: pre-tokenizer regex failed on a text of {} bytes: {}", where_, s.size(),
+                    reinterpret_cast<const char*>(msg));
+      }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
       size_t b = ov[0], e = ov[1];
       if (e == b) {  // an empty match: step over one character
@@ -112,6 +119,7 @@ class Regex {
 
  private:
   pcre2_code* code_ = nullptr;
+  std::string where_;
 };
 
 // The ByteLevel pre-tokenizer's regex when use_regex is true (GPT-2's).
@@ -137,6 +145,13 @@ class BpeTokenizer final : public Tokenizer::Impl {
                   "SentencePiece-style files, give the model's tokenizer.model)",
                   path);
     ignore_merges_ = model.value("ignore_merges", false);
+    for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"})
+      if (model.contains(key) && !model[key].is_null() && !(model[key].is_string() && model[key].get<std::string>().empty()))
+        input_error("{}: model.{} is set, which kiln's BPE does not implement", path, key);
+    if (model.value("byte_fallback", false))
+      input_error("{}: model.byte_fallback is true: kiln reads byte-level BPE (for SentencePiece-style files, give "
+                  "the model's tokenizer.model)",
+                  path);
 
     const json& vocab = model.value("vocab", json::object());
     if (!vocab.is_object() || vocab.empty()) input_error("{}: model.vocab is missing or empty", path);

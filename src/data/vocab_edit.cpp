@@ -35,6 +35,18 @@ std::string token_text(const Tokenizer& t, int32_t id) {
   return replace_all(t.piece(id), kWordStart, " ");
 }
 
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = uint8_t(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+
 void put_varint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
     out += char(uint8_t(v) | 0x80);
@@ -80,6 +92,7 @@ ExtendSummary extend_sentencepiece(const Tokenizer& base, const Tokenizer& add, 
       if (!base_has_bytes) ++s.skipped_bytes;
       continue;
     }
+    if (!valid_utf8(text)) continue;  // a byte-level token inside a character: not a piece's text
     const std::string piece = replace_all(text, " ", kWordStart);
     if (base.piece_to_id(piece) != base.unk_id() || piece == base.piece(base.unk_id()) || !seen.insert(piece).second)
       continue;
@@ -218,9 +231,8 @@ ShrinkSummary shrink_tokenizer(const Tokenizer& base, const std::vector<int64_t>
   s.kept = next;
   std::unordered_map<std::string, int32_t> new_added;
   for (auto& a : added) {
-    if (!vocab.contains(a)) vocab[a] = next;  // in the model vocabulary too: see extend_byte_level
+    if (!vocab.contains(a)) vocab[a] = next++;  // in the model vocabulary too: see extend_byte_level
     new_added[a] = vocab[a].get<int32_t>();
-    ++next;
   }
   s.new_size = next;
   json new_merges = json::array();

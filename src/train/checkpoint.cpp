@@ -207,7 +207,24 @@ herr_t collect_attr(hid_t obj, const char* name, const H5A_info_t*, void* op) {
 }
 }  // namespace
 
+namespace {
+CheckpointFile read_checkpoint_unchecked(const std::string& path);
+}
+
+// A damaged file can fail in torch (a garbage shape) or the allocator as well as in HDF5: every
+// failure reads as "corrupt", so auto-resume and retention fall back instead of stopping.
 CheckpointFile read_checkpoint(const std::string& path) {
+  try {
+    return read_checkpoint_unchecked(path);
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    input_error("checkpoint {} is corrupt: {}", path, shorten(e.what(), 200));
+  }
+}
+
+namespace {
+CheckpointFile read_checkpoint_unchecked(const std::string& path) {
   h5::quiet();
   if (!fs::exists(path)) input_error("checkpoint {} does not exist", path);
 #if H5_VERSION_GE(1, 12, 0)
@@ -243,6 +260,7 @@ CheckpointFile read_checkpoint(const std::string& path) {
                 path, stored.substr(0, 16), actual.substr(0, 16));
   return c;
 }
+}  // namespace
 
 std::string checkpoint_name(int64_t step) { return fmt::format("step-{:08d}.h5", step); }
 
@@ -276,6 +294,7 @@ void Retention::protect(const std::string& path) {
 void Retention::written(const std::string& path) { good_.push_back(fs::weakly_canonical(path).string()); }
 
 void Retention::prune() {
+  if (keep_ <= 0) return;  // every checkpoint stays: nothing to count, nothing to read
   auto has = [](const std::vector<std::string>& v, const std::string& p) {
     return std::find(v.begin(), v.end(), p) != v.end();
   };
@@ -283,7 +302,7 @@ void Retention::prune() {
   int64_t good = 0;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     const std::string path = fs::weakly_canonical(it->second).string();
-    if (keep_ <= 0 || good < keep_) {
+    if (good < keep_) {
       if (!has(good_, path)) {
         try {
           read_checkpoint(path);
@@ -500,6 +519,11 @@ std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel:
         int64_t from = -1;
         for (auto& [step, path] : mine)
           if (fs::equivalent(path, chosen)) from = step;
+        if (from < 0 && !chosen.empty()) {
+          // A file of this folder under another name (a copy, step-N.h5.old): its own step.
+          nlohmann::json meta = nlohmann::json::parse(read_checkpoint(chosen).attrs["meta"], nullptr, false);
+          if (!meta.is_discarded()) from = meta.value("step", int64_t(-1));
+        }
         std::vector<std::pair<int64_t, std::string>> newer;
         for (auto& c : mine)
           if (c.first > from) newer.push_back(c);

@@ -57,7 +57,7 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 // lost; returns the new name. InputError when the rename fails.
 std::string move_aside(const std::string& path, const std::string& suffix);
 
-// Which checkpoints a run keeps (rank 0): the newest `keep` that verify (keep <= 0: all), and,
+// Which checkpoints a run keeps (rank 0): the newest `keep` that verify (keep <= 0: all, unread), and,
 // whatever `keep` says, the one the run resumed from. Corrupt files met on the way are renamed
 // *.corrupt with a warning and never counted, so a run of corrupt files cannot push out the good
 // ones. A file is read in full to verify it at most once per process; the ones this process wrote

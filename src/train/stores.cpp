@@ -90,20 +90,25 @@ std::string cache_store_dir(const Recipe& r, const data::Encoder& enc, const dat
 Stores Stores::open(const Recipe& recipe, const data::Encoder& enc, const data::Tokenizer& tok,
                     parallel::Communicator& comm) {
   Recipe r = recipe;
+  // Every decision is all-reduced, so that all ranks use one folder and none enters
+  // preprocessing's barriers alone.
+  auto anyone = [&comm](bool mine, const char* what) {
+    at::Tensor t = at::full({1}, mine ? 1 : 0, at::TensorOptions().dtype(at::kLong));
+    comm.all_reduce(t, parallel::ReduceOp::Sum, what);
+    return t.item<int64_t>() > 0;
+  };
   std::string why = stores_stale(r, enc, tok, r.data.store_dir);
-  if (!why.empty() && r.read_only) {
+  if (r.read_only && anyone(!why.empty(), "store staleness")) {
     // A run's stores are the run's own: an evaluation on other data (or of a run whose stores were
     // removed) tokenizes into the cache, never into the run directory.
     r.data.store_dir = cache_store_dir(r, enc, tok);
-    log::info("the stores in {} are not those of this command ({}): using {}", recipe.data.store_dir, why,
-              r.data.store_dir);
+    log::info("the stores in {} are not those of this command ({}): using {}", recipe.data.store_dir,
+              why.empty() ? "stale on another rank" : why, r.data.store_dir);
     why = stores_stale(r, enc, tok, r.data.store_dir);
   }
-  // The decision is all-reduced so that no rank enters preprocessing's barriers alone.
-  at::Tensor rebuild = at::full({1}, why.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong));
-  comm.all_reduce(rebuild, parallel::ReduceOp::Sum, "store staleness");
+  const bool rebuild = anyone(!why.empty(), "store staleness");
   const std::vector<std::string> train_files = enc.sources(r.data, "train"), eval_files = enc.sources(r.data, "eval");
-  if (rebuild.item<int64_t>() > 0) {
+  if (rebuild) {
     log::info("tokenizing {} into {} ({})", fmt::join(train_files, ", "), r.data.store_dir, why.empty() ? "stale on another rank" : why);
     data::Parallel par;
     par.rank = comm.rank();

@@ -75,3 +75,15 @@ TEST(Files, FullDiskIsOneErrorAndNoFile) {
   kiln::write_file_atomic(disk.dir + "/small.txt", "fits");
   EXPECT_EQ(disk.files(), std::vector<std::string>{"small.txt"});
 }
+
+TEST(Files, FolderGivenWithATrailingSlashIsWrittenWhole) {
+  const fs::path base = fs::temp_directory_path() / ("kiln_files_" + std::to_string(::getpid()));
+  fs::remove_all(base);
+  kiln::write_dir_atomic((base / "out").string() + "/", [](const std::string& tmp) {
+    kiln::write_file_atomic(tmp + "/a.txt", "a");
+  });
+  EXPECT_TRUE(fs::exists(base / "out" / "a.txt"));
+  EXPECT_FALSE(fs::exists(base / "out.partial"));
+  EXPECT_THROW(kiln::read_file((base / "out").string()), kiln::InputError);  // a folder
+  fs::remove_all(base);
+}

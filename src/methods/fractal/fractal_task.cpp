@@ -215,7 +215,8 @@ void FractalTask::embed(const Recipe& r, Split s, model::Llama& model, parallel:
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log::info("fractal: embedded {} distinct {} texts in {:.1f} s on {} rank(s); cached in {}", U,
             s == Split::train ? "train" : "eval", secs, comm.size(), cache);
-  if (comm.rank() == 0) {
+  // kiln eval / export write nothing beside the run's stores (Recipe::read_only).
+  if (comm.rank() == 0 && !r.read_only) {
     // The cache saves time, nothing more: a failed write is a warning, and no rank is left waiting.
     try {
       train::CheckpointFile c;
@@ -226,7 +227,7 @@ void FractalTask::embed(const Recipe& r, Split s, model::Llama& model, parallel:
       log::warn("fractal: the embeddings could not be cached ({}); the next run computes them again", e.what());
     }
   }
-  comm.barrier("embedding cache written");
+  comm.barrier("embedding cache written", comm.slow_work_timeout_s());
   d.table = table;
 }
 

@@ -128,14 +128,23 @@ InitCounts init_model(const std::string& model_dir, const std::string& new_token
   }
   config["vocab_size"] = new_tok.vocab_size();
   config["tie_word_embeddings"] = false;
-  if (new_tok.bos_id() >= 0) config["bos_token_id"] = new_tok.bos_id();
-  if (new_tok.eos_id() >= 0) config["eos_token_id"] = new_tok.eos_id();
+  // Special ids change only where the new vocabulary moved them (a shrunk one): then the config
+  // names the new tokenizer's, and the old generation settings (which name ids) are not carried.
+  const bool same_specials = new_tok.bos_id() == old_tok.bos_id() && new_tok.eos_id() == old_tok.eos_id();
+  if (!same_specials) {
+    config["bos_token_id"] = new_tok.bos_id();
+    config["eos_token_id"] = new_tok.eos_id();
+    config.erase("pad_token_id");
+  } else if (fs::exists(in / "generation_config.json")) {
+    fs::copy_file(in / "generation_config.json", out / "generation_config.json");
+  }
   write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
-  // The new tokenizer's files, and the old folder's generation settings.
-  const fs::path tok_dir = fs::is_directory(new_tokenizer) ? fs::path(new_tokenizer) : fs::path(new_tokenizer).parent_path();
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+  // The tokenizer file kiln loaded (only it: with both, kiln would prefer tokenizer.model) and its
+  // configuration.
+  const fs::path tok_file = new_tok.path(), tok_dir = tok_file.parent_path();
+  fs::copy_file(tok_file, out / tok_file.filename());
+  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
     if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, out / f);
-  if (fs::exists(in / "generation_config.json")) fs::copy_file(in / "generation_config.json", out / "generation_config.json");
   return counts;
 }
 
