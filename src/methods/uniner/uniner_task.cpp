@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "data/store.h"
@@ -399,7 +400,7 @@ std::string UninerTask::write_results(const train::EvalRecords& all, const std::
   // Every question with its output, as JSON lines: what a person reads to see why a score is what it is.
   const std::string path = (fs::path(dir) / "predictions.jsonl").string();
   {
-    std::ofstream f(path);
+    std::string f;  // written whole (core/files.h): a full disk leaves no half file
     const auto& q = all.ints_of("question");
     const auto& output = all.texts_of("output");
     const auto& gold = all.texts_of("gold");
@@ -412,9 +413,10 @@ std::string UninerTask::write_results(const train::EvalRecords& all, const std::
       j["gold"] = uniner::parse_answer(gold[i]);
       j["output"] = output[i];
       j["predicted"] = uniner::parse_answer(output[i]);
-      f << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      f += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      f += '\n';
     }
-    if (!f) input_error("{}: cannot write the predictions ({})", path, std::strerror(errno));
+    write_file_atomic(path, f);
   }
   std::string md = "Span F1 by generation (UniversalNER's protocol: micro over each dataset's questions; the "
                    "predictions are in predictions.jsonl).\n\n";
