@@ -87,6 +87,19 @@ std::string first_chars(const std::string& s, int64_t n) {
   return s.substr(0, i);
 }
 
+// As spm_encode reads a file: each line alone, without its newline; the ids of all lines.
+std::vector<int32_t> encode_lines(const data::Tokenizer& tok, const std::string& text) {
+  std::vector<int32_t> ids;
+  for (size_t p = 0; p < text.size();) {
+    size_t nl = text.find('\n', p);
+    if (nl == std::string::npos) nl = text.size();
+    std::vector<int32_t> line = tok.encode(text.substr(p, nl - p), /*add_bos=*/false);
+    ids.insert(ids.end(), line.begin(), line.end());
+    p = nl + 1;
+  }
+  return ids;
+}
+
 int run_stats() {
   auto& world = parallel::World::get();
   log::setup(world.rank(), world.size(), false, log::Level::info);
@@ -110,14 +123,7 @@ int run_stats() {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int32_t> ids;
     if (g_lines) {
-      // As spm_encode reads a file: each line alone, without its newline.
-      for (size_t p = 0; p < mine.size();) {
-        size_t nl = mine.find('\n', p);
-        if (nl == std::string::npos) nl = mine.size();
-        std::vector<int32_t> line = tok.encode(mine.substr(p, nl - p), /*add_bos=*/false);
-        ids.insert(ids.end(), line.begin(), line.end());
-        p = nl + 1;
-      }
+      ids = encode_lines(tok, mine);
     } else {
       ids = tok.encode(mine, /*add_bos=*/false);
     }
@@ -254,13 +260,7 @@ int run_shrink() {
   data::Tokenizer base(g_base);
   std::vector<int64_t> counts(size_t(base.vocab_size()), 0);
   for (auto& path : g_shrink_corpora) {
-    const std::string text = read_file(path);
-    for (size_t p = 0; p < text.size();) {
-      size_t nl = text.find('\n', p);
-      if (nl == std::string::npos) nl = text.size();
-      for (int32_t id : base.encode(text.substr(p, nl - p), /*add_bos=*/false)) ++counts[size_t(id)];
-      p = nl + 1;
-    }
+    for (int32_t id : encode_lines(base, read_file(path))) ++counts[size_t(id)];
   }
   data::ShrinkSummary sum;
   data::ExtendSummary ext;
