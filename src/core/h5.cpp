@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/hash.h"
 
 namespace kiln::h5 {
 
@@ -45,7 +46,8 @@ int h5_errno() {
 
 void write_error(const std::string& what) { throw WriteFailure(what, stack_errno()); }
 
-void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, const std::function<void(hid_t)>& fill) {
+void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, const std::function<void(hid_t)>& fill,
+                  const std::function<void(const std::string&)>& after_close) {
   quiet();
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(path).parent_path();
@@ -77,6 +79,15 @@ void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, cons
     }
     if (H5Fclose(file.id) < 0 && err == 0) err = h5_errno();
     file.id = -1;
+  }
+  if (err == 0 && after_close) {
+    try {
+      after_close(tmp);
+    } catch (const WriteFailure& e) {
+      err = e.err ? e.err : EIO;
+    } catch (...) {
+      thrown = std::current_exception();
+    }
   }
   if (thrown) {
     std::remove(tmp.c_str());
@@ -157,6 +168,67 @@ void read_array(hid_t file, const std::string& name, hid_t type, size_t elem_siz
   out.resize(size_t(n) * elem_size);
   if (n && H5Dread(ds.id, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     input_error("{}: cannot read dataset {}", path, name);
+}
+
+namespace {
+const char kSealMagic[] = "kiln-seal 1\n";
+
+// sha256 of the bytes of `fd` from kSealBytes to the end; false on a read error (errno set).
+bool digest_after_seal(int fd, std::string& hex) {
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  off_t at = off_t(kSealBytes);
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), at);
+    if (n < 0) return false;
+    if (n == 0) break;
+    h.update(buf.data(), size_t(n));
+    at += n;
+  }
+  hex = h.hex();
+  return true;
+}
+}  // namespace
+
+void write_sealed(const std::string& path, uint64_t bytes_hint, const std::function<void(hid_t file)>& fill) {
+  Handle fcpl{H5Pcreate(H5P_FILE_CREATE), H5Pclose};
+  if (fcpl.id < 0 || H5Pset_userblock(fcpl.id, kSealBytes) < 0) throw InternalError("HDF5: cannot set a user block");
+  write_atomic(path, bytes_hint, fcpl.id, fill, [&](const std::string& tmp) {
+    int fd = ::open(tmp.c_str(), O_RDWR);
+    if (fd < 0) throw WriteFailure(fmt::format("cannot seal {}", path), errno);
+    std::string hex;
+    std::string header;
+    bool ok = digest_after_seal(fd, hex);
+    if (ok) {
+      header = std::string(kSealMagic) + "sha256 " + hex + "\n";
+      header.resize(kSealBytes, '\0');
+      ok = ::pwrite(fd, header.data(), header.size(), 0) == ssize_t(header.size());
+    }
+    const int e = errno;
+    ::close(fd);
+    if (!ok) throw WriteFailure(fmt::format("cannot seal {}", path), e ? e : EIO);
+  });
+}
+
+std::string seal_problem(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return std::strerror(errno);
+  std::string header(kSealBytes, '\0');
+  const ssize_t n = ::pread(fd, header.data(), header.size(), 0);
+  std::string hex;
+  const bool read_ok = n == ssize_t(kSealBytes) && digest_after_seal(fd, hex);
+  ::close(fd);
+  if (n >= 0 && n < ssize_t(kSealBytes)) return fmt::format("truncated ({} bytes)", n);
+  if (!read_ok) return "unreadable";
+  const std::string magic = kSealMagic;
+  if (header.compare(0, magic.size(), magic) != 0)
+    return "no integrity seal (not a kiln checkpoint, or one from before kiln sealed them)";
+  const std::string stored = header.substr(magic.size() + 7, 64);
+  if (header.compare(magic.size(), 7, "sha256 ") != 0 || stored.size() != 64) return "damaged integrity seal";
+  if (stored != hex)
+    return fmt::format("contents do not match their checksum (sealed sha256 {}, file {})", stored.substr(0, 16),
+                       hex.substr(0, 16));
+  return "";
 }
 
 }  // namespace kiln::h5

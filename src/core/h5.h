@@ -37,7 +37,18 @@ void quiet();
 // <path>.tmp (made with the file-creation properties `fcpl`, H5P_DEFAULT for none), which is
 // flushed, closed, fsynced and renamed. Any failure, a full disk included, removes the temporary
 // and throws one line naming `path` and the system's reason (core/files.h write_failed), exit 1.
-void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, const std::function<void(hid_t file)>& fill);
+// `after_close` (optional) runs on the closed temporary before it is fsynced and renamed.
+void write_atomic(const std::string& path, uint64_t bytes_hint, hid_t fcpl, const std::function<void(hid_t file)>& fill,
+                  const std::function<void(const std::string& tmp)>& after_close = {});
+
+// Sealed files (checkpoints): the HDF5 user block, the first kSealBytes bytes that HDF5 leaves to
+// the application, holds "kiln-seal 1\nsha256 <hex>\n", the digest of every byte after it. Readers
+// check it before the HDF5 library parses anything: HDF5 1.10 can crash on damaged metadata (found
+// by fuzzing, tests/fuzz), and one digest over the whole file turns any damage into a clean error.
+constexpr size_t kSealBytes = 512;
+void write_sealed(const std::string& path, uint64_t bytes_hint, const std::function<void(hid_t file)>& fill);
+// "" when the seal is there and matches; else what is wrong ("no seal", "truncated", a mismatch).
+std::string seal_problem(const std::string& path);
 
 // What `fill` throws when an HDF5 call fails: call it right after the failed call, while HDF5's
 // error stack still holds the system's reason (errno), which write_atomic then reports.

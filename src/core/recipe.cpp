@@ -88,13 +88,18 @@ Node parse_yaml(const std::string& text, const std::string& name) {
 }
 
 std::string read_file(const std::string& path, const std::string& referrer) {
+  // A path the file system refuses outright (too long, a loop of links) is named, not thrown at.
+  std::error_code ec;
+  const bool is_dir = fs::is_directory(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    input_error("{}`{}`: {}", referrer.empty() ? "recipe file " : referrer + ": extends ", shorten(path, 200), ec.message());
   // An ifstream opens a directory and reads nothing from it: the recipe would look empty.
-  if (fs::is_directory(path))
+  if (is_dir)
     input_error("{}`{}` is a directory, not a recipe file (give one of its .yaml files)",
                 referrer.empty() ? "" : referrer + ": extends ", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (!fs::exists(path)) {
+    if (!fs::exists(path, ec)) {
       if (referrer.empty()) input_error("recipe file `{}` not found", path);
       input_error("{}: extends `{}`, which was not found", referrer, path);
     }
@@ -107,7 +112,10 @@ std::string read_file(const std::string& path, const std::string& referrer) {
 
 Node load_with_extends(const std::string& path, const std::string& referrer,
                        std::vector<std::string>& chain) {
-  std::string canonical = fs::weakly_canonical(fs::absolute(path)).string();
+  std::error_code ec;
+  std::string canonical = fs::weakly_canonical(fs::absolute(path, ec), ec).string();
+  if (ec)
+    input_error("{}`{}`: {}", referrer.empty() ? "recipe file " : referrer + ": extends ", shorten(path, 200), ec.message());
   for (auto& c : chain)
     if (c == canonical) input_error("{}: `extends` cycle through `{}`", referrer, path);
   chain.push_back(canonical);

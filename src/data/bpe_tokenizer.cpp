@@ -129,6 +129,16 @@ class BpeTokenizer final : public Tokenizer::Impl {
  public:
   explicit BpeTokenizer(const std::string& path) : path_(path) {
     bytes_ = read_file(path);
+    // A field of the wrong JSON type anywhere below is the file's fault, named as such.
+    try {
+      parse(path);
+    } catch (const json::exception& e) {
+      input_error("{}: not a tokenizer.json kiln can read: {}", path, e.what());
+    }
+  }
+
+ private:
+  void parse(const std::string& path) {
     json j = json::parse(bytes_, nullptr, false);
     if (j.is_discarded()) input_error("{}: not valid JSON", path);
     if (!j.is_object() || !j.contains("model")) input_error("{}: not a Hugging Face tokenizer.json (no `model` section)", path);
@@ -155,20 +165,29 @@ class BpeTokenizer final : public Tokenizer::Impl {
 
     const json& vocab = model.value("vocab", json::object());
     if (!vocab.is_object() || vocab.empty()) input_error("{}: model.vocab is missing or empty", path);
-    for (auto& [tok, id] : vocab.items()) add_token(tok, id.get<int32_t>(), false);
-    if (j.contains("added_tokens"))
-      for (auto& a : j["added_tokens"]) {
-        const std::string content = a.value("content", std::string());
-        if (content.empty()) input_error("{}: an added token without content", path);
-        for (const char* flag : {"lstrip", "rstrip", "single_word"})
-          if (a.value(flag, false))
-            input_error("{}: added token `{}` sets {}, which kiln does not implement", path, content, flag);
-        const int32_t id = a.value("id", -1);
-        add_token(content, id, true);
-        added_[content] = id;
-        max_added_len_ = std::max(max_added_len_, content.size());
-        added_first_[uint8_t(content[0])] = true;
-      }
+    const json& added = j.value("added_tokens", json::array());
+    // Ids are dense in every real tokenizer; a bound keeps a damaged id from sizing the tables.
+    const int64_t max_id = 2 * int64_t(vocab.size() + added.size()) + 1024;
+    auto id_of = [&](const json& v, const std::string& tok) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > max_id)
+        input_error("{}: token `{}` has id {}, which is not an id of a {}-entry vocabulary", path, tok, v.dump(),
+                    vocab.size() + added.size());
+      return int32_t(v.get<int64_t>());
+    };
+    for (auto& [tok, id] : vocab.items()) add_token(tok, id_of(id, tok), false);
+    if (!added.is_array()) input_error("{}: added_tokens is not a list", path);
+    for (auto& a : added) {
+      const std::string content = a.value("content", std::string());
+      if (content.empty()) input_error("{}: an added token without content", path);
+      for (const char* flag : {"lstrip", "rstrip", "single_word"})
+        if (a.value(flag, false))
+          input_error("{}: added token `{}` sets {}, which kiln does not implement", path, content, flag);
+      const int32_t id = id_of(a.value("id", json()), content);
+      add_token(content, id, true);
+      added_[content] = id;
+      max_added_len_ = std::max(max_added_len_, content.size());
+      added_first_[uint8_t(content[0])] = true;
+    }
 
     const json& merges = model.value("merges", json::array());
     merges_.reserve(merges.size() * 2);
@@ -201,6 +220,7 @@ class BpeTokenizer final : public Tokenizer::Impl {
     read_specials(fs::path(path).parent_path());
   }
 
+ public:
   std::string kind() const override { return "bpe"; }
 
   std::vector<int32_t> encode(std::string_view text) const override {

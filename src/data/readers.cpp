@@ -341,6 +341,8 @@ std::vector<Record> read_jsonl(const std::string& path, const ReadOptions& o, Re
       j = json::parse(raw);
     } catch (const json::parse_error& e) {
       return bad(path, line, fmt::format("not JSON (at byte {})", e.byte), raw);
+    } catch (const json::exception& e) {  // out_of_range: a number past double
+      return bad(path, line, fmt::format("not JSON ({})", e.what()), raw);
     }
     if (!j.is_object()) return bad(path, line, "a JSONL line must be an object", raw);
     Record rec;
@@ -454,6 +456,7 @@ std::vector<Record> read_conversations(const std::string& path, const ReadOption
       }
     }
     if (depth > 0 || in_str) input_error("{}:{}: a JSON value is not closed before the end of the file", path, start_line);
+    if (i == start) ++i;  // a stray `,` or `]` where a value should start: one bad record, then go on
     std::string text = buf.substr(start, i - start);
     skip_ws();
     if (array) {
@@ -467,6 +470,9 @@ std::vector<Record> read_conversations(const std::string& path, const ReadOption
     } catch (const json::parse_error& e) {
       int64_t l = start_line + std::count(text.begin(), text.begin() + std::min(text.size(), size_t(e.byte)), '\n');
       bad(path, l, "not JSON", text);
+      continue;
+    } catch (const json::exception& e) {
+      bad(path, start_line, fmt::format("not JSON ({})", e.what()), text);
       continue;
     }
     const json* conv = j.is_object() ? json_path(j, "conversations") : nullptr;

@@ -11,6 +11,20 @@
 
 namespace fs = std::filesystem;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define KILN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KILN_ASAN 1
+#endif
+#endif
+
+// In the deep-bound shim (open_shim below), sentencepiece's operator new and delete bind to different
+// definitions of the same allocator, which ASan would report as a mismatch on every load.
+#ifdef KILN_ASAN
+extern "C" const char* __asan_default_options() { return "alloc_dealloc_mismatch=0"; }
+#endif
+
 namespace kiln::data {
 namespace {
 
@@ -27,6 +41,18 @@ struct Shim {
   int64_t (*serialized)(void*, char*, int64_t);
 };
 
+// The sanitizers' dlopen refuses RTLD_DEEPBIND outright (google/sanitizers#611: a deep-bound library
+// could call libc's malloc and free what ASan allocated). The shim itself is not instrumented and
+// keeps every allocation on its own side of the C interface, so sanitized builds call libc's dlopen.
+void* open_shim(const char* path, int flags) {
+#ifdef KILN_ASAN
+  using DlopenFn = void* (*)(const char*, int);
+  static auto real = reinterpret_cast<DlopenFn>(dlsym(RTLD_NEXT, "dlopen"));
+  if (real) return real(path, flags);
+#endif
+  return dlopen(path, flags);
+}
+
 const Shim& shim() {
   static Shim s;
   static std::once_flag once;
@@ -34,7 +60,7 @@ const Shim& shim() {
     const char* env = std::getenv("KILN_SPM_SHIM");
     std::string path = env && *env ? env : KILN_SPM_SHIM_PATH;
     // RTLD_DEEPBIND: sentencepiece resolves protobuf symbols to its own bundled copy first.
-    void* so = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    void* so = open_shim(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!so) throw InternalError(fmt::format("cannot load the sentencepiece shim {}: {}", path, dlerror()));
     auto sym = [&](const char* name) {
       void* f = dlsym(so, name);
@@ -70,7 +96,7 @@ std::string read_string(F f) {
 
 class SpmTokenizer final : public Tokenizer::Impl {
  public:
-  explicit SpmTokenizer(const std::string& path) {
+  explicit SpmTokenizer(const std::string& path) : path_(path) {
     char err[512] = {0};
     sp_ = shim().load(path.c_str(), err, sizeof(err));
     if (!sp_) input_error("{}: not a sentencepiece model: {}", path, err);
@@ -88,6 +114,7 @@ class SpmTokenizer final : public Tokenizer::Impl {
       ids.resize(size_t(n));
       n = shim().encode(sp_, text.data(), int64_t(text.size()), ids.data(), n);
     }
+    if (n < 0) input_error("{}: sentencepiece cannot encode with this model (damaged?)", path_);
     ids.resize(size_t(n));
     return ids;
   }
@@ -108,6 +135,7 @@ class SpmTokenizer final : public Tokenizer::Impl {
   }
 
  private:
+  std::string path_;
   void* sp_ = nullptr;
 };
 
@@ -143,8 +171,9 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
   std::vector<int32_t> ids = impl_->encode(text);
-  if (add_bos) ids.insert(ids.begin(), bos_);
-  if (add_eos) ids.push_back(eos_);
+  // A tokenizer without a BOS or EOS token (-1) adds none, as Hugging Face's do.
+  if (add_bos && bos_ >= 0) ids.insert(ids.begin(), bos_);
+  if (add_eos && eos_ >= 0) ids.push_back(eos_);
   return ids;
 }
 

@@ -92,7 +92,7 @@ LlamaConfig LlamaConfig::from_json_text(const std::string& text, const std::stri
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number past double
     input_error("{}: not valid JSON: {}", source, e.what());
   }
   if (!j.is_object()) input_error("{}: expected a JSON object, got {}", source, type_name(j));

@@ -3,8 +3,10 @@
 //
 // Files: HDF5, one group per kind of state (weights, optimizer, rng, ...) holding tensors
 // by name, plus string attributes (JSON metadata, the resolved recipe). A SHA-256 over every
-// tensor's name, dtype, shape and bytes and every attribute is stored in the file and checked on
-// load, so a flipped byte is an error, not a silently different model. Writes go to a temporary
+// tensor's name, dtype, shape and bytes and every attribute is stored in the file (it names the
+// contents); the file is sealed (core/h5.h write_sealed): a SHA-256 of all its bytes, checked before
+// HDF5 parses it, so a flipped byte is an error, never a crash or a silently different model, and
+// a file from before kiln sealed checkpoints reads as corrupt. Writes go to a temporary
 // name, are flushed and fsynced, then renamed: a crash mid-write never leaves a file under the
 // final name.
 #pragma once
