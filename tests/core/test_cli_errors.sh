@@ -23,7 +23,7 @@ expect 2 "not found" -- "$kiln" recipe "$tmp/missing.yaml"
 expect 2 "key \`model.path\`: is required but missing" -- "$kiln" recipe "$tmp/ok.yaml" model.path=
 expect 0 "max_steps: 0" -- "$kiln" recipe "$tmp/ok.yaml"
 # The methods' registry is the one list of methods: a typo gets its closest name and the list.
-expect 2 "method.yaml:1: key \`method\`: unknown method \`ls_lama\` (did you mean \`ls_llama\`?); known methods: fractal, lm, ls_llama, regress, uniner" -- "$kiln" recipe "$tmp/method.yaml"
+expect 2 "method.yaml:1: key \`method\`: unknown method \`ls_lama\` (did you mean \`ls_llama\`?); known methods: fractal, lep, lm, ls_llama, regress, uniner" -- "$kiln" recipe "$tmp/method.yaml"
 # A recipe path that is a directory says so (it used to read as an empty recipe).
 expect 2 "is a directory, not a recipe file" -- "$kiln" recipe "$tmp"
 # An uncreatable run directory is refused naming its key, before anything runs.

@@ -18,40 +18,51 @@ namespace kiln::lep {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-at::Tensor init_rows(const at::Tensor& old_rows, const data::Tokenizer& old_tok, const data::Tokenizer& new_tok,
-                     InitCounts* counts) {
-  const at::Tensor E = old_rows.to(at::kFloat);
-  const int64_t n_old = E.size(0), n_new = new_tok.vocab_size();
-  at::Tensor mean_all = E.mean(0);
-  at::Tensor out = at::empty({n_new, E.size(1)}, E.options());
-  InitCounts c;
+Averaging averaging(const data::Tokenizer& old_tok, const data::Tokenizer& new_tok, int64_t old_rows) {
+  const int64_t n_new = new_tok.vocab_size();
+  Averaging T;
+  T.rows.resize(size_t(n_new));
+  InitCounts& c = T.counts;
   for (int64_t id = 0; id < n_new; ++id) {
     const int32_t i = int32_t(id);
+    auto& row = T.rows[size_t(id)];
     if (new_tok.is_special(i)) {
       const int32_t o = old_tok.piece_to_id(new_tok.piece(i));
-      if (o >= 0 && o < n_old && old_tok.piece(o) == new_tok.piece(i)) {
-        out[id].copy_(E[o]);
+      if (o >= 0 && o < old_rows && old_tok.piece(o) == new_tok.piece(i)) {
+        row.push_back(o);
         ++c.specials_copied;
       } else {
-        out[id].copy_(mean_all);
         ++c.no_pieces;
       }
       continue;
     }
-    std::vector<int32_t> pieces = old_tok.encode(new_tok.decode({i}), /*add_bos=*/false);
-    std::vector<int64_t> rows;
-    for (int32_t p : pieces)
-      if (p >= 0 && p < n_old) rows.push_back(p);
-    if (rows.empty()) {
-      out[id].copy_(mean_all);
-      ++c.no_pieces;
-    } else {
-      out[id].copy_(E.index_select(0, at::tensor(rows, at::kLong)).mean(0));
-      ++c.averaged;
-    }
+    for (int32_t p : old_tok.encode(new_tok.decode({i}), /*add_bos=*/false))
+      if (p >= 0 && p < old_rows) row.push_back(p);
+    ++(row.empty() ? c.no_pieces : c.averaged);
   }
-  if (counts) *counts = c;
+  return T;
+}
+
+at::Tensor average_rows(const Averaging& T, const at::Tensor& M, const at::Tensor& mean_all, int64_t begin, int64_t end) {
+  at::Tensor out = at::empty({end - begin, M.size(1)}, M.options());
+  for (int64_t id = begin; id < end; ++id) {
+    const auto& row = T.rows[size_t(id)];
+    if (row.empty())
+      out[id - begin].copy_(mean_all);
+    else if (row.size() == 1)
+      out[id - begin].copy_(M[row[0]]);
+    else
+      out[id - begin].copy_(M.index_select(0, at::tensor(row, at::kLong)).mean(0));
+  }
   return out;
+}
+
+at::Tensor init_rows(const at::Tensor& old_rows, const data::Tokenizer& old_tok, const data::Tokenizer& new_tok,
+                     InitCounts* counts) {
+  const at::Tensor E = old_rows.to(at::kFloat);
+  const Averaging T = averaging(old_tok, new_tok, E.size(0));
+  if (counts) *counts = T.counts;
+  return average_rows(T, E, E.mean(0), 0, int64_t(T.rows.size()));
 }
 
 namespace {
@@ -62,44 +73,54 @@ std::map<std::string, std::string> metadata_of(const model::SafeTensorsFile& f) 
   return m;
 }
 
+at::Tensor load_named(const std::string& file, const std::string& name) {
+  return model::SafeTensorsFile(file).load(name);
+}
+
 }  // namespace
 
-InitCounts init_model(const std::string& model_dir, const std::string& new_tokenizer, const std::string& out_dir) {
-  const fs::path in(model_dir), out(out_dir);
-  const fs::path config_path = in / "config.json";
-  json config = json::parse(read_file(config_path.string()), nullptr, false);
-  if (config.is_discarded()) input_error("{}: not valid JSON", config_path.string());
-  data::Tokenizer old_tok(model_dir), new_tok(new_tokenizer);
-
-  // Which files hold the weights, and which of them hold E (and H).
-  std::vector<std::string> files;
-  json index;
+ModelFiles model_files(const std::string& model_dir) {
+  const fs::path in(model_dir);
+  ModelFiles m;
+  m.dir = model_dir;
   const fs::path index_path = in / "model.safetensors.index.json";
   if (fs::exists(index_path)) {
-    index = json::parse(read_file(index_path.string()));
+    m.index_json = read_file(index_path.string());
+    json index = json::parse(m.index_json, nullptr, false);
+    if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object())
+      input_error("{}: not a safetensors index (no `weight_map` object)", index_path.string());
     std::set<std::string> seen;
-    for (auto& [name, file] : index["weight_map"].items())
-      if (seen.insert(file.get<std::string>()).second) files.push_back(file.get<std::string>());
+    for (auto& [name, file] : index["weight_map"].items()) {
+      if (!file.is_string()) input_error("{}: weight_map[{}] is not a file name", index_path.string(), name);
+      if (seen.insert(file.get<std::string>()).second) m.files.push_back(file.get<std::string>());
+    }
   } else if (fs::exists(in / "model.safetensors")) {
-    files.push_back("model.safetensors");
+    m.files.push_back("model.safetensors");
   } else {
     input_error("{}: no model.safetensors or model.safetensors.index.json", model_dir);
   }
-  std::string e_file, h_file;
-  for (auto& f : files) {
+  for (auto& f : m.files) {
     model::SafeTensorsFile st((in / f).string());
-    if (st.has("model.embed_tokens.weight")) e_file = f;
-    if (st.has("lm_head.weight")) h_file = f;
+    if (st.has("model.embed_tokens.weight")) m.e_file = f;
+    if (st.has("lm_head.weight")) m.h_file = f;
   }
-  if (e_file.empty()) input_error("{}: no model.embed_tokens.weight in its weights", model_dir);
-  const bool tied = h_file.empty();
-  if (tied) h_file = e_file;  // the new, untied head goes beside E
+  if (m.e_file.empty()) input_error("{}: no model.embed_tokens.weight in its weights", model_dir);
+  m.tied = m.h_file.empty();
+  if (m.tied) m.h_file = m.e_file;  // an untied head is written beside E
+  return m;
+}
 
-  InitCounts counts;
-  fs::create_directories(out);
-  for (auto& f : files) {
-    const fs::path src = in / f, dst = out / f;
-    if (f != e_file && f != h_file) {
+at::Tensor ModelFiles::E() const { return load_named((fs::path(dir) / e_file).string(), "model.embed_tokens.weight"); }
+at::Tensor ModelFiles::H() const {
+  return tied ? E() : load_named((fs::path(dir) / h_file).string(), "lm_head.weight");
+}
+
+void write_model(const ModelFiles& in, const at::Tensor& E, const at::Tensor& H, const data::Tokenizer& old_tok,
+                 const data::Tokenizer& new_tok, const std::string& out_dir) {
+  const fs::path src_dir(in.dir), out(out_dir);
+  for (auto& f : in.files) {
+    const fs::path src = src_dir / f, dst = out / f;
+    if (f != in.e_file && f != in.h_file) {
       fs::copy_file(src, dst);
       continue;
     }
@@ -108,25 +129,25 @@ InitCounts init_model(const std::string& model_dir, const std::string& new_token
     for (auto& [name, entry] : st.entries()) {
       at::Tensor t = st.view(name);
       if (name == "model.embed_tokens.weight") {
-        t = init_rows(t, old_tok, new_tok, &counts).to(t.scalar_type());
-        log::info("E: {} rows: {} specials copied, {} averaged over their old pieces, {} the mean of all rows",
-                  t.size(0), counts.specials_copied, counts.averaged, counts.no_pieces);
-        if (tied && f == h_file) {
-          // The old head is E: the new one is averaged from it, then trained on its own.
-          tensors.emplace_back("lm_head.weight", t.clone());
-        }
+        tensors.emplace_back(name, E.to(t.scalar_type()));
+        if (in.tied) tensors.emplace_back("lm_head.weight", H.to(t.scalar_type()));
       } else if (name == "lm_head.weight") {
-        t = init_rows(t, old_tok, new_tok).to(t.scalar_type());
+        tensors.emplace_back(name, H.to(t.scalar_type()));
+      } else {
+        tensors.emplace_back(name, t);
       }
-      tensors.emplace_back(name, t);
     }
     model::write_safetensors(dst.string(), tensors, metadata_of(st));
   }
-  if (!index.is_null()) {
-    if (tied) index["weight_map"]["lm_head.weight"] = h_file;
+  if (!in.index_json.empty()) {
+    json index = json::parse(in.index_json);
+    if (in.tied) index["weight_map"]["lm_head.weight"] = in.h_file;
     write_file_atomic((out / "model.safetensors.index.json").string(), index.dump(2) + "\n");
   }
-  config["vocab_size"] = new_tok.vocab_size();
+  const fs::path config_path = src_dir / "config.json";
+  json config = json::parse(read_file(config_path.string()), nullptr, false);
+  if (config.is_discarded() || !config.is_object()) input_error("{}: not a JSON object", config_path.string());
+  config["vocab_size"] = E.size(0);
   config["tie_word_embeddings"] = false;
   // Special ids change only where the new vocabulary moved them (a shrunk one): then the config
   // names the new tokenizer's, and the old generation settings (which name ids) are not carried.
@@ -135,8 +156,8 @@ InitCounts init_model(const std::string& model_dir, const std::string& new_token
     config["bos_token_id"] = new_tok.bos_id();
     config["eos_token_id"] = new_tok.eos_id();
     config.erase("pad_token_id");
-  } else if (fs::exists(in / "generation_config.json")) {
-    fs::copy_file(in / "generation_config.json", out / "generation_config.json");
+  } else if (fs::exists(src_dir / "generation_config.json")) {
+    fs::copy_file(src_dir / "generation_config.json", out / "generation_config.json");
   }
   write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
   // The tokenizer file kiln loaded (only it: with both, kiln would prefer tokenizer.model) and its
@@ -145,6 +166,19 @@ InitCounts init_model(const std::string& model_dir, const std::string& new_token
   fs::copy_file(tok_file, out / tok_file.filename());
   for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
     if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, out / f);
+}
+
+InitCounts init_model(const std::string& model_dir, const std::string& new_tokenizer, const std::string& out_dir) {
+  data::Tokenizer old_tok(model_dir), new_tok(new_tokenizer);
+  const ModelFiles in = model_files(model_dir);
+  InitCounts counts;
+  const at::Tensor E = init_rows(in.E(), old_tok, new_tok, &counts);
+  log::info("E: {} rows: {} specials copied, {} averaged over their old pieces, {} the mean of all rows", E.size(0),
+            counts.specials_copied, counts.averaged, counts.no_pieces);
+  // A tied head is averaged from E (the same rows), then trained on its own.
+  const at::Tensor H = in.tied ? E : init_rows(in.H(), old_tok, new_tok);
+  fs::create_directories(out_dir);
+  write_model(in, E, H, old_tok, new_tok, out_dir);
   return counts;
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kiln::data {
 class Tokenizer;
@@ -22,6 +23,16 @@ struct InitCounts {
   int64_t no_pieces = 0;        // the mean of all rows (specials without an old twin included)
 };
 
+// The averaging matrix T of step 2 ([new vocab, old vocab]), row by row: the old ids whose rows'
+// mean is new token i's row; an empty row stands for the mean of all old rows.
+struct Averaging {
+  std::vector<std::vector<int64_t>> rows;
+  InitCounts counts;
+};
+Averaging averaging(const data::Tokenizer& old_tok, const data::Tokenizer& new_tok, int64_t old_rows);
+// Rows [begin, end) of T M, in M's dtype: M [old vocab, d]; mean_all = M.mean(0).
+at::Tensor average_rows(const Averaging& T, const at::Tensor& M, const at::Tensor& mean_all, int64_t begin, int64_t end);
+
 // Rows for every id of `new_tok` from `old_rows` ([old vocab, d], any floating dtype); the result
 // is float32, [new vocab, d].
 at::Tensor init_rows(const at::Tensor& old_rows, const data::Tokenizer& old_tok, const data::Tokenizer& new_tok,
@@ -33,5 +44,26 @@ at::Tensor init_rows(const at::Tensor& old_rows, const data::Tokenizer& old_tok,
 // the model's dtype); config.json with the new vocab_size and untied embeddings; the new
 // tokenizer's files. Single-file and sharded (model.safetensors.index.json) weights.
 InitCounts init_model(const std::string& model_dir, const std::string& new_tokenizer, const std::string& out_dir);
+
+// A Hugging Face model folder's weight files and which of them hold E and H (the init and
+// propagation steps rewrite those two tensors and copy everything else).
+struct ModelFiles {
+  std::string dir;
+  std::vector<std::string> files;  // single model.safetensors, or the shards of the index
+  std::string index_json;          // model.safetensors.index.json as read ("" for a single file)
+  std::string e_file, h_file;      // h_file == e_file and tied when there is no lm_head.weight
+  bool tied = false;
+  at::Tensor E() const;            // mapped views: valid while the files exist
+  at::Tensor H() const;
+};
+ModelFiles model_files(const std::string& model_dir);
+
+// `out_dir` (existing): `in` with E and H replaced (converted to the model's dtype; an untied
+// lm_head.weight added where the model tied them), every other weight file copied byte for byte;
+// config.json with vocab_size and untied embeddings, and the special ids of `new_tok` where they
+// differ from `old_tok` (then generation_config.json, which names ids, is not carried); new_tok's
+// tokenizer file and its tokenizer_config.json / special_tokens_map.json.
+void write_model(const ModelFiles& in, const at::Tensor& E, const at::Tensor& H, const data::Tokenizer& old_tok,
+                 const data::Tokenizer& new_tok, const std::string& out_dir);
 
 }  // namespace kiln::lep

@@ -1,0 +1,169 @@
+#include "methods/lep/lep_propagate.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "core/log.h"
+#include "data/tokenizer.h"
+#include "data/vocab_edit.h"
+#include "methods/lep/lep_init.h"
+
+namespace kiln::lep {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+LstsqFit lstsq_blockwise(int64_t n, int64_t d, const RowBlock& block, int64_t block_rows) {
+  KILN_CHECK(n > 0 && d > 0 && block_rows > 0, "lstsq of {} x {} in blocks of {}", n, d, block_rows);
+  at::Tensor R, QtY;  // X = Q R over the rows seen so far; QtY = Q^T Y
+  for (int64_t b = 0; b < n; b += block_rows) {
+    auto [X, Y] = block(b, std::min(n, b + block_rows));
+    KILN_CHECK(X.scalar_type() == at::kDouble && Y.scalar_type() == at::kDouble && X.size(1) == d,
+               "lstsq block of {} rows", X.size(0));
+    if (R.defined()) {
+      X = at::cat({R, X});
+      Y = at::cat({QtY, Y});
+    }
+    auto [Q, Rn] = at::linalg_qr(X, "reduced");
+    R = Rn;
+    QtY = Q.transpose(0, 1).matmul(Y);
+  }
+  // ||X W - Y||^2 = ||R W - Q^T Y||^2 + what no W reaches: the small system has X's solution.
+  auto [W, residuals, rank, sv] = at::linalg_lstsq(R, QtY, c10::nullopt, c10::string_view("gelsy"));
+  LstsqFit fit;
+  fit.W = W;
+  fit.rank = rank.numel() ? rank.item<int64_t>() : std::min(R.size(0), d);
+  double err = 0, norm = 0;
+  for (int64_t b = 0; b < n; b += block_rows) {
+    auto [X, Y] = block(b, std::min(n, b + block_rows));
+    err += (X.matmul(W) - Y).pow(2).sum().item<double>();
+    norm += Y.pow(2).sum().item<double>();
+  }
+  fit.residual = norm > 0 ? std::sqrt(err / norm) : 0.0;
+  return fit;
+}
+
+Mode mode_from(const std::string& name) {
+  if (name == "swap") return Mode::Swap;
+  if (name == "overlap") return Mode::Overlap;
+  if (name == "conversion") return Mode::Conversion;
+  input_error("--mode {}: not a propagation mode (swap, overlap, conversion)", name);
+}
+
+namespace {
+
+const char* mode_name(Mode m) { return m == Mode::Swap ? "swap" : m == Mode::Overlap ? "overlap" : "conversion"; }
+
+// W for one matrix (E or H) of B and I, on the rows the mode names.
+LstsqFit fit_one(Mode mode, const at::Tensor& B, const at::Tensor& I, const Averaging& T, int64_t shared,
+                 int64_t block_rows) {
+  const int64_t d = B.size(1);
+  if (mode == Mode::Swap) return {at::eye(d, at::kDouble), 0.0, d};
+  if (mode == Mode::Overlap)
+    return lstsq_blockwise(
+        shared, d,
+        [&](int64_t b, int64_t e) {
+          return std::make_pair(B.slice(0, b, e).to(at::kDouble), I.slice(0, b, e).to(at::kDouble));
+        },
+        block_rows);
+  // Conversion: the rows of T B and T I, made block by block from the sparse T (no n x d copy).
+  const at::Tensor Bd = B.slice(0, 0, shared).to(at::kDouble), Id = I.slice(0, 0, shared).to(at::kDouble);
+  const at::Tensor mB = Bd.mean(0), mI = Id.mean(0);
+  return lstsq_blockwise(
+      int64_t(T.rows.size()), d,
+      [&](int64_t b, int64_t e) { return std::make_pair(average_rows(T, Bd, mB, b, e), average_rows(T, Id, mI, b, e)); },
+      block_rows);
+}
+
+// R W, block by block in float64, then in R's dtype.
+at::Tensor apply(const at::Tensor& R, const at::Tensor& W, int64_t block_rows) {
+  at::Tensor out = at::empty({R.size(0), W.size(1)}, R.options().dtype(at::kFloat));
+  for (int64_t b = 0; b < R.size(0); b += block_rows) {
+    const int64_t e = std::min(R.size(0), b + block_rows);
+    out.slice(0, b, e).copy_(R.slice(0, b, e).to(at::kDouble).matmul(W));
+  }
+  return out;
+}
+
+}  // namespace
+
+PropagateReport propagate(const std::string& base, const std::string& instruct, const std::string& donor, Mode mode,
+                          const std::string& out_dir, int64_t block_rows) {
+  const data::Tokenizer base_tok(base), inst_tok(instruct), donor_tok(donor);
+  const ModelFiles B = model_files(base), I = model_files(instruct), R = model_files(donor);
+  const at::Tensor EB = B.E(), HB = B.H(), EI = I.E(), HI = I.H(), ER = R.E(), HR = R.H();
+  const int64_t d = EB.size(1);
+  for (auto* m : {&EI, &ER})
+    if (m->size(1) != d)
+      input_error("{} and {} are not of one base: embedding width {} against {}", base,
+                  m == &EI ? instruct : donor, d, m->size(1));
+  // The original vocabulary: B's tokenizer, whose ids mean the same in I.
+  const int64_t shared = std::min<int64_t>(base_tok.vocab_size(), EB.size(0));
+  if (EI.size(0) < shared)
+    input_error("{}: {} embedding rows, fewer than the base's vocabulary of {}: not a fine-tune of {}", instruct,
+                EI.size(0), shared, base);
+  for (int32_t id : {0, shared > 1 ? int32_t(shared / 2) : 0, int32_t(shared - 1)})
+    if (base_tok.piece(id) != inst_tok.piece(id))
+      input_error("{}: token {} is `{}` here and `{}` in {}: the instruct model must keep the base's vocabulary",
+                  instruct, id, inst_tok.piece(id), base_tok.piece(id), base);
+  if (donor_tok.vocab_size() != ER.size(0))
+    log::warn("{}: its tokenizer has {} tokens and its embeddings {} rows", donor, donor_tok.vocab_size(), ER.size(0));
+
+  Averaging T;
+  if (mode == Mode::Conversion) T = averaging(base_tok, donor_tok, shared);
+  PropagateReport rep;
+  rep.e = fit_one(mode, EB, EI, T, shared, block_rows);
+  rep.h = fit_one(mode, HB, HI, T, shared, block_rows);
+  if (mode == Mode::Swap)
+    log::info("swap: W = identity");
+  else
+    log::info("{}: W for E fitted on {} rows (rank {}, relative residual {:.3e}); for H (rank {}, residual {:.3e})",
+              mode_name(mode), mode == Mode::Conversion ? int64_t(T.rows.size()) : shared, rep.e.rank, rep.e.residual,
+              rep.h.rank, rep.h.residual);
+
+  // I's own tokens (chat tokens past the base vocabulary) go after the donor's, rows from I.
+  std::vector<int32_t> own;
+  for (int32_t id = int32_t(shared); id < inst_tok.vocab_size() && id < EI.size(0); ++id) own.push_back(id);
+  std::vector<at::Tensor> E_parts{apply(ER, rep.e.W, block_rows)}, H_parts{apply(HR, rep.h.W, block_rows)};
+  if (!own.empty()) {
+    at::Tensor idx = at::tensor(std::vector<int64_t>(own.begin(), own.end()), at::kLong);
+    E_parts.push_back(EI.index_select(0, idx).to(at::kFloat));
+    H_parts.push_back(HI.index_select(0, idx).to(at::kFloat));
+  }
+  const at::Tensor E = at::cat(E_parts), H = at::cat(H_parts);
+  rep.rows = E.size(0);
+  rep.appended = int64_t(own.size());
+
+  fs::create_directories(out_dir);
+  write_model(I, E, H, inst_tok, donor_tok, out_dir);
+  if (!own.empty()) {
+    // The donor's tokenizer.json with I's own tokens appended as added tokens at their new ids.
+    if (donor_tok.kind() != "bpe")
+      input_error("{} has {} tokens of its own past the base vocabulary; appending them to a SentencePiece donor "
+                  "tokenizer is not implemented (planned): give a tokenizer.json donor",
+                  instruct, own.size());
+    const fs::path tok_path = fs::path(out_dir) / "tokenizer.json";
+    json tj = json::parse(read_file(tok_path.string()));
+    int64_t next = ER.size(0);
+    for (int32_t id : own)
+      tj["added_tokens"].push_back({{"id", next++}, {"content", inst_tok.piece(id)}, {"single_word", false},
+                                    {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                                    {"special", inst_tok.is_special(id)}});
+    write_file_atomic(tok_path.string(), tj.dump() + "\n");
+  }
+  // I's tokenizer configuration (its chat template above all), with ids renumbered for the output.
+  const fs::path inst_config = fs::path(instruct) / "tokenizer_config.json";
+  if (fs::exists(inst_config)) {
+    const data::Tokenizer out_tok(out_dir);
+    write_file_atomic((fs::path(out_dir) / "tokenizer_config.json").string(),
+                      data::renumber_tokenizer_config(read_file(inst_config.string()), out_tok));
+  }
+  return rep;
+}
+
+}  // namespace kiln::lep

@@ -1,0 +1,121 @@
+// LEP propagation: the block-wise least squares against a direct solve; conversion's T and W built by
+// hand on a 6-token toy vocabulary; and the whole step on stories260K, with an "instruct" model
+// whose embeddings are the base's times a known matrix M, so that overlap and conversion must
+// recover W = M and swap must not.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/files.h"
+#include "data/tokenizer.h"
+#include "methods/lep/lep_init.h"
+#include "methods/lep/lep_propagate.h"
+#include "model/safetensors.h"
+
+namespace fs = std::filesystem;
+using namespace kiln::lep;
+
+namespace {
+const std::string kShared = KILN_SHARED_DIR;
+const std::string kStories = kShared + "/models/stories260K/hf";
+
+RowBlock rows_of(const at::Tensor& X, const at::Tensor& Y) {
+  return [X, Y](int64_t b, int64_t e) { return std::make_pair(X.slice(0, b, e), Y.slice(0, b, e)); };
+}
+}  // namespace
+
+TEST(LepPropagate, BlockwiseLeastSquaresEqualsTheDirectSolve) {
+  at::manual_seed(3);
+  const at::Tensor X = at::randn({101, 8}, at::kDouble), Y = at::randn({101, 5}, at::kDouble);
+  const at::Tensor direct = std::get<0>(at::linalg_lstsq(X, Y));
+  for (int64_t block : {7, 8, 50, 101, 500}) {
+    LstsqFit f = lstsq_blockwise(101, 8, rows_of(X, Y), block);
+    EXPECT_TRUE(at::allclose(f.W, direct, 1e-10, 1e-12)) << "block " << block;
+    const double want = ((X.matmul(direct) - Y).norm() / Y.norm()).item<double>();
+    EXPECT_NEAR(f.residual, want, 1e-12) << "block " << block;
+    EXPECT_EQ(f.rank, 8);
+  }
+  // An exact system is solved exactly.
+  const at::Tensor M = at::randn({8, 8}, at::kDouble);
+  LstsqFit exact = lstsq_blockwise(101, 8, rows_of(X, X.matmul(M)), 16);
+  EXPECT_TRUE(at::allclose(exact.W, M, 1e-9, 1e-11));
+  EXPECT_LT(exact.residual, 1e-12);
+}
+
+TEST(LepPropagate, ConversionOnASixTokenToyVocabulary) {
+  // Old vocabulary of 4 tokens (d = 3); the new one has 6: two old tokens as they were, merges of
+  // two and of three old tokens, a token with no old pieces (the mean of all rows) and a special.
+  Averaging T;
+  T.rows = {{0}, {1}, {0, 1}, {2, 3}, {}, {1, 2, 3}};
+  const at::Tensor EB = at::tensor({1.0, 0.0, 2.0, 0.5, 1.0, -1.0, 3.0, 1.0, 0.0, -2.0, 0.5, 1.0}, at::kDouble).view({4, 3});
+  const at::Tensor EI = at::tensor({0.9, 0.1, 2.2, 0.4, 1.3, -1.0, 2.8, 1.1, 0.3, -2.1, 0.2, 1.2}, at::kDouble).view({4, 3});
+  // T by hand: row i has 1/K at its K old pieces; the empty row 1/4 everywhere.
+  const double t = 1.0 / 3;
+  const std::vector<double> dense = {1, 0, 0, 0,  0, 1, 0, 0,  0.5, 0.5, 0, 0,  0, 0, 0.5, 0.5,
+                                     0.25, 0.25, 0.25, 0.25,  0, t, t, t};
+  const at::Tensor Tm = at::tensor(dense, at::kDouble).view({6, 4});
+  const at::Tensor X = Tm.matmul(EB), Y = Tm.matmul(EI);
+  EXPECT_TRUE(at::allclose(average_rows(T, EB, EB.mean(0), 0, 6), X, 1e-15, 1e-15));
+  // W by hand: the normal equations (X^T X) W = X^T Y of this full-rank 6 x 3 system.
+  const at::Tensor W = at::linalg_solve(X.t().matmul(X), X.t().matmul(Y));
+  LstsqFit f = lstsq_blockwise(6, 3, [&](int64_t b, int64_t e) {
+    return std::make_pair(average_rows(T, EB, EB.mean(0), b, e), average_rows(T, EI, EI.mean(0), b, e));
+  }, 4);
+  EXPECT_TRUE(at::allclose(f.W, W, 1e-10, 1e-12)) << f.W << "\n" << W;
+  // Not the same as fitting on the old rows (overlap): T weights the merged tokens' rows.
+  const at::Tensor W_overlap = std::get<0>(at::linalg_lstsq(EB, EI));
+  EXPECT_FALSE(at::allclose(W, W_overlap, 1e-6, 1e-6));
+}
+
+TEST(LepPropagate, RecoversAKnownMapOnStories260K) {
+  const fs::path dir = fs::temp_directory_path() / ("kiln_lep_prop_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "instruct");
+  // The "instruct" model: stories260K with E (tied, so also H) times M, and one layer changed.
+  at::manual_seed(11);
+  const at::Tensor M = at::eye(64, at::kFloat) + 0.05 * at::randn({64, 64});
+  kiln::model::SafeTensorsFile base(kStories + "/model.safetensors");
+  kiln::model::NamedTensorList tensors;
+  for (auto& [name, e] : base.entries()) {
+    at::Tensor t = base.load(name);
+    if (name == "model.embed_tokens.weight") t = t.matmul(M);
+    if (name == "model.norm.weight") t = t * 1.5;
+    tensors.emplace_back(name, t);
+  }
+  kiln::model::write_safetensors((dir / "instruct/model.safetensors").string(), tensors);
+  for (const char* f : {"config.json", "tokenizer.model"}) fs::copy_file(fs::path(kStories) / f, dir / "instruct" / f);
+  // The donor: stories260K with LLaMA-2's 32,000-token vocabulary (step 2; untrained here).
+  init_model(kStories, kShared + "/models/llama2-tokenizer", (dir / "donor").string());
+  kiln::model::SafeTensorsFile donor((dir / "donor/model.safetensors").string());
+  const at::Tensor ER = donor.load("model.embed_tokens.weight");
+
+  for (const char* mode : {"swap", "overlap", "conversion"}) {
+    const fs::path out = dir / mode;
+    PropagateReport r = propagate(kStories, (dir / "instruct").string(), (dir / "donor").string(), mode_from(mode),
+                                  out.string(), 100);
+    EXPECT_EQ(r.rows, 32000);
+    EXPECT_EQ(r.appended, 0);
+    kiln::model::SafeTensorsFile got((out / "model.safetensors").string());
+    const at::Tensor E = got.load("model.embed_tokens.weight"), H = got.load("lm_head.weight");
+    if (std::string(mode) == "swap") {
+      EXPECT_TRUE(at::equal(E, ER));
+    } else {
+      // E_I = E_B M exactly, so the fit finds M (to float32 rounding of the stored rows) and E = E_R M.
+      EXPECT_TRUE(at::allclose(r.e.W.to(at::kFloat), M, 1e-3, 1e-4)) << mode;
+      EXPECT_LT(r.e.residual, 1e-5) << mode;
+      EXPECT_TRUE(at::allclose(E, ER.matmul(M), 1e-3, 1e-4)) << mode;
+    }
+    EXPECT_EQ(H.sizes(), E.sizes());
+    // Every other tensor is the instruct model's.
+    for (auto& [name, t] : tensors)
+      if (name != "model.embed_tokens.weight") EXPECT_TRUE(at::equal(got.load(name), t)) << mode << " " << name;
+    auto config = nlohmann::json::parse(kiln::read_file((out / "config.json").string()));
+    EXPECT_EQ(config["vocab_size"], 32000);
+    EXPECT_EQ(kiln::data::Tokenizer(out.string()).vocab_size(), 32000);
+  }
+  fs::remove_all(dir);
+}
