@@ -8,7 +8,7 @@
 # Needs KILN_BIN, KILN_SOURCE_DIR (set by ctest).
 set -euo pipefail
 fail() { echo "FAIL: $*" >&2; exit 1; }
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 run=$work/run
 args=("$KILN_SOURCE_DIR/recipes/tiny/sst2.yaml" train.micro_batch=128 train.global_batch=128 train.max_steps=20
       train.log_every=1 checkpoint.every=5 checkpoint.keep=3 checkpoint.export_adapter=false data.max_eval_examples=64
@@ -29,7 +29,7 @@ PY
 done
 "$KILN_BIN" train "${args[@]}" > "$work/log2" 2>&1 &
 pid=$!
-for _ in $(seq 1 1200); do grep -q "resumed from" "$work/log2" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+for _ in $(seq 1 12000); do grep -q "resumed from" "$work/log2" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
 grep -q "resumed from .*step-00000005.h5" "$work/log2" || { cat "$work/log2"; fail "the rerun did not resume from step 5"; }
 kill -USR1 $pid
 rc=0; wait $pid || rc=$?
