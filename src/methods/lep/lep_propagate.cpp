@@ -96,7 +96,9 @@ PropagateReport propagate(const std::string& base, const std::string& instruct, 
                           const std::string& out_dir, int64_t block_rows) {
   const data::Tokenizer base_tok(base), inst_tok(instruct), donor_tok(donor);
   const ModelFiles B = model_files(base), I = model_files(instruct), R = model_files(donor);
-  const at::Tensor EB = B.E(), HB = B.H(), EI = I.E(), HI = I.H(), ER = R.E(), HR = R.H();
+  // A tied model's H is its E: read once.
+  const at::Tensor EB = B.E(), HB = B.tied ? EB : B.H(), EI = I.E(), HI = I.tied ? EI : I.H(), ER = R.E(),
+                   HR = R.tied ? ER : R.H();
   const int64_t d = EB.size(1);
   for (auto* m : {&EI, &ER})
     if (m->size(1) != d)
