@@ -1,5 +1,55 @@
-# Every dependency is a Debian package (see scripts/install-deps.sh).
-find_package(Torch REQUIRED)
+# libtorch comes from PyTorch's `torch` wheel (2.11.0, CUDA 13.0), installed by scripts/python-env.sh
+# into the project's .venv; every other dependency is a Debian package (scripts/install-deps.sh).
+# Another libtorch is used when -DKILN_TORCH_DIR=<prefix>/share/cmake/Torch names it.
+set(KILN_TORCH_DIR "" CACHE PATH "libtorch's CMake package folder (default: the torch wheel in .venv)")
+if(KILN_TORCH_DIR)
+  set(Torch_DIR ${KILN_TORCH_DIR} CACHE PATH "libtorch's CMake package folder" FORCE)
+else()
+  file(GLOB kiln_venv_torch LIST_DIRECTORIES true
+       ${PROJECT_SOURCE_DIR}/.venv/lib/python3*/site-packages/torch/share/cmake/Torch)
+  if(NOT kiln_venv_torch)
+    message(FATAL_ERROR "libtorch not found: run scripts/python-env.sh (it installs the torch wheel into "
+                        "${PROJECT_SOURCE_DIR}/.venv) or pass -DKILN_TORCH_DIR=<prefix>/share/cmake/Torch")
+  endif()
+  list(GET kiln_venv_torch 0 kiln_venv_torch)
+  set(Torch_DIR ${kiln_venv_torch} CACHE PATH "libtorch's CMake package folder" FORCE)
+endif()
+get_filename_component(KILN_TORCH_PREFIX ${Torch_DIR}/../../.. ABSOLUTE)
+
+# A CUDA libtorch's own CMake package needs the CUDA toolkit (nvcc, headers). Without one, or with
+# KILN_CUDA=OFF, kiln links the CPU half of the same libtorch (libtorch_cpu, libc10) directly.
+if(NOT KILN_CUDA STREQUAL "OFF")
+  find_package(CUDAToolkit QUIET)
+endif()
+if(EXISTS ${KILN_TORCH_PREFIX}/lib/libtorch_cuda.so AND NOT CUDAToolkit_FOUND)
+  if(KILN_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "KILN_CUDA=ON: libtorch has CUDA, but the CUDA toolkit was not found "
+                        "(set CUDAToolkit_ROOT, e.g. /usr/local/cuda)")
+  endif()
+  file(READ ${Torch_DIR}/TorchConfigVersion.cmake kiln_torch_version_file)
+  string(REGEX MATCH "PACKAGE_VERSION \"([0-9.]+)" _ ${kiln_torch_version_file})
+  set(Torch_VERSION ${CMAKE_MATCH_1})
+  set(TORCH_INCLUDE_DIRS ${KILN_TORCH_PREFIX}/include ${KILN_TORCH_PREFIX}/include/torch/csrc/api/include)
+  set(TORCH_LIBRARIES ${KILN_TORCH_PREFIX}/lib/libtorch_cpu.so ${KILN_TORCH_PREFIX}/lib/libc10.so)
+  set(TORCH_CXX_FLAGS -D_GLIBCXX_USE_CXX11_ABI=1)
+else()
+  # TorchConfig looks for Caffe2 in the default places before its own folder: a distribution's
+  # libtorch (Debian's libtorch-dev) would win. Name the wheel's own.
+  set(Caffe2_DIR ${Torch_DIR}/../Caffe2 CACHE PATH "libtorch's Caffe2 CMake package folder" FORCE)
+  # Its find_library calls search the system before its own lib/ too.
+  foreach(lib torch c10 c10_cuda kineto)
+    string(TOUPPER ${lib} var)
+    if(lib STREQUAL "c10" OR lib STREQUAL "kineto")
+      set(var ${lib})
+    endif()
+    if(EXISTS ${KILN_TORCH_PREFIX}/lib/lib${lib}.so)
+      set(${var}_LIBRARY ${KILN_TORCH_PREFIX}/lib/lib${lib}.so CACHE FILEPATH "" FORCE)
+    endif()
+  endforeach()
+  find_package(Torch REQUIRED)
+  # TORCH_CXX_FLAGS is one string; the targets below want a list.
+  separate_arguments(TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+endif()
 find_package(MPI REQUIRED COMPONENTS CXX)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(yaml-cpp REQUIRED)
@@ -18,8 +68,13 @@ set(KILN_TORCH_HAS_CUDA OFF)
 if(TARGET c10_cuda OR TORCH_CUDA_LIBRARIES)
   set(KILN_TORCH_HAS_CUDA ON)
 endif()
-find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include ENV NCCL_HOME PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 /usr/local/cuda/lib ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+# NCCL: the wheel's own (nvidia-nccl-cu13, the one libtorch_cuda loads) before the CUDA toolkit's, so
+# one libnccl.so.2 is in the process.
+set(kiln_wheel_nccl ${KILN_TORCH_PREFIX}/../nvidia/nccl)
+find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${kiln_wheel_nccl}/include ENV NCCL_HOME /usr/local/cuda/include
+          PATH_SUFFIXES include)
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${kiln_wheel_nccl}/lib ENV NCCL_HOME /usr/local/cuda/lib64
+             PATH_SUFFIXES lib lib64)
 
 if(KILN_CUDA STREQUAL "AUTO")
   if(KILN_TORCH_HAS_CUDA AND NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
@@ -46,7 +101,13 @@ endif()
 # Torch's imported targets carry -D_GLIBCXX_USE_CXX11_ABI and include dirs; wrap them once.
 add_library(kiln_torch INTERFACE)
 target_link_libraries(kiln_torch INTERFACE ${TORCH_LIBRARIES})
-target_include_directories(kiln_torch INTERFACE ${TORCH_INCLUDE_DIRS})
+# libtorch ships fmt 12 headers; kiln and spdlog build against Debian's libfmt (9). A folder holding
+# only a link to Debian's fmt comes first, so `#include <fmt/...>` is the library kiln links.
+set(kiln_fmt_first ${PROJECT_BINARY_DIR}/include-first)
+file(MAKE_DIRECTORY ${kiln_fmt_first})
+file(CREATE_LINK /usr/include/fmt ${kiln_fmt_first}/fmt SYMBOLIC)
+target_include_directories(kiln_torch BEFORE INTERFACE ${kiln_fmt_first})
+target_include_directories(kiln_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
 target_compile_options(kiln_torch INTERFACE ${TORCH_CXX_FLAGS})
 
 add_library(kiln_hdf5 INTERFACE)

@@ -6,9 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake pkg-config ccache git
-  # libtorch from Debian (CPU); OpenBLAS with OpenMP: without it libblas.so.3 is the reference
-  # BLAS and every matrix product runs ~20x slower.
-  libtorch-dev libopenblas0-openmp
+  # libtorch is not a Debian package here: scripts/python-env.sh installs PyTorch's torch wheel
+  # (2.11.0, CUDA 13.0) into .venv, and CMake finds it there.
   # MPI, storage, config, logging, tokenizer, CLI, JSON
   libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libfmt-dev libspdlog-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev
@@ -20,8 +19,8 @@ packages=(
   xz-utils
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
-  # the project's Python (.venv): the reference libraries tests compare with (scripts/python-env.sh)
-  python3-venv
+  # the project's Python (.venv): libtorch, and the reference libraries tests compare with
+  python3-venv python3-pip
 )
 # Extra packages for optional parts, e.g. KILN_EXTRA_PACKAGES="slurm-wlm munge" for the Slurm tests.
 if [[ -n "${KILN_EXTRA_PACKAGES:-}" ]]; then

@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
-# The project's own Python environment, <repo>/.venv: the reference libraries kiln's tests compare
-# with (Hugging Face `tokenizers`, `sentencepiece`), at pinned versions, from PyPI. Safe to run
-# again: it installs only what is missing. Without network access it says so and stops without
-# failing the build: the tests that need it then report themselves skipped.
+# The project's own Python environment, <repo>/.venv, from PyPI at pinned versions:
+#   - PyPI's torch wheel 2.11.0 (CUDA 13.0): kiln builds against the C++ libtorch inside it
+#     (headers, libraries, share/cmake/Torch), and it brings the CUDA and NCCL libraries it needs.
+#     Required: without it kiln cannot build, and this script fails.
+#   - the reference libraries kiln's tests compare with (Hugging Face `tokenizers`, `sentencepiece`).
+#     Optional: when pip cannot install them the tests that need them report themselves skipped.
+# Safe to run again: it installs only what is missing. The first run downloads about 3 GB.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$root/.venv
-requirements=(tokenizers==0.23.3 sentencepiece==0.2.3)
+required=(torch==2.11.0)
+optional=(tokenizers==0.23.3 sentencepiece==0.2.3)
 if [[ ! -x $venv/bin/python ]]; then
-  python3 -m venv "$venv" || { echo "python-env: cannot make $venv (python3-venv missing?)"; exit 0; }
+  python3 -m venv "$venv" || { echo "python-env: cannot make $venv (python3-venv missing?)" >&2; exit 1; }
 fi
-if "$venv/bin/python" - "${requirements[@]}" <<'PY'
+have() {
+  "$venv/bin/python" - "$@" <<'PY'
 import importlib.metadata as m, sys
 def have(req):
     name, version = req.split("==")
     try:
-        return m.version(name) == version
+        return m.version(name).split("+")[0] == version
     except m.PackageNotFoundError:
         return False
 sys.exit(0 if all(have(r) for r in sys.argv[1:]) else 1)
 PY
-then
-  echo "python-env: $venv has ${requirements[*]}"
-  exit 0
+}
+pip_install() { "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"; }
+if ! have "${required[@]}"; then
+  echo "python-env: installing ${required[*]} into $venv (about 3 GB on the first run)"
+  pip_install "${required[@]}" || { echo "python-env: pip could not install ${required[*]}: kiln needs its libtorch" >&2; exit 1; }
 fi
-echo "python-env: installing ${requirements[*]} into $venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "${requirements[@]}" \
-  || echo "python-env: pip could not install ${requirements[*]}; tests that compare with them will be skipped"
+if ! have "${optional[@]}"; then
+  echo "python-env: installing ${optional[*]} into $venv"
+  pip_install "${optional[@]}" \
+    || echo "python-env: pip could not install ${optional[*]}; tests that compare with them will be skipped"
+fi
+echo "python-env: $venv has ${required[*]} ${optional[*]}"

@@ -133,37 +133,21 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const AttentionInputs& in
     k = cache->k.narrow(2, 0, past + T);
     v = cache->v.narrow(2, 0, past + T);
   }
-  const int64_t S = k.size(2);
-  at::Tensor out;
-#if TORCH_VERSION_MAJOR >= 2
-  if (!x.device().is_cpu()) {
-    // Fused attention kernels on accelerators; CPU keeps the explicit path below that the exactness
-    // tests check.
-    at::Tensor qh = q.reshape({B, heads, T, head_dim});
-    at::Tensor kh = k.unsqueeze(2).expand({B, kv_heads, rep, S, head_dim}).reshape({B, heads, S, head_dim});
-    at::Tensor vh = v.unsqueeze(2).expand({B, kv_heads, rep, S, head_dim}).reshape({B, heads, S, head_dim});
-    at::Tensor mask;
-    if (in.mask.defined()) {
-      // The float32 mask's -FLT_MAX would round to -inf in half precision: use the dtype's own lowest.
-      const auto st = qh.scalar_type();
-      const double lowest = st == at::kHalf ? -65504.0 : st == at::kBFloat16 ? -3.38e38 : -3.4e38;
-      at::Tensor m = in.mask.squeeze(2);
-      mask = at::zeros(m.sizes(), qh.options()).masked_fill(m < 0, lowest);
-    }
-    out = at::scaled_dot_product_attention(qh, kh, vh, mask, 0.0, false);
-    out = out.view({B, kv_heads, rep, T, head_dim});
-  } else
-#endif
-  {
-    // Fold the query heads of a group into the row dimension: one matmul per key/value head and no
-    // copy of K and V per query head.
-    at::Tensor scores = at::matmul(q.reshape({B, kv_heads, rep * T, head_dim}), k.transpose(-1, -2))
-                            .view({B, kv_heads, rep, T, S});
-    scores = scores.to(at::kFloat) * (1.0 / std::sqrt(double(head_dim)));
-    if (in.mask.defined()) scores = scores + in.mask;
-    at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type());
-    out = at::matmul(probs.view({B, kv_heads, rep * T, S}), v).view({B, kv_heads, rep, T, head_dim});
+  // scaled_dot_product_attention picks a fused kernel (flash or memory-efficient, on CPU and GPU):
+  // is_causal alone where the mask is exactly causal (flash), else the additive mask. Query heads
+  // share their key/value head (enable_gqa), so K and V are not copied per query head.
+  at::Tensor mask;
+  if (in.mask.defined()) {
+    // The float32 mask's -FLT_MAX would round to -inf in half precision: use the dtype's own lowest.
+    const auto st = q.scalar_type();
+    const double lowest = st == at::kHalf ? -65504.0 : st == at::kBFloat16 ? -3.38e38 : -3.4e38;
+    at::Tensor m = in.mask.squeeze(2);  // [B,1,T,S]
+    mask = at::zeros(m.sizes(), q.options()).masked_fill(m < 0, lowest);
   }
+  at::Tensor out = at::scaled_dot_product_attention(
+      q.reshape({B, heads, T, head_dim}), k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
+      in.causal && !mask.defined(), std::nullopt, rep > 1);
+  out = out.view({B, kv_heads, rep, T, head_dim});
   out = out.permute({0, 3, 1, 2, 4}).reshape({B, T, heads * head_dim});
   return o_proj(out);
 }
@@ -239,7 +223,7 @@ std::vector<at::Tensor> trainable_params(torch::nn::Module& m) {
 // through the graph as usual, so gradient hooks (bucketed all-reduce) see them as without it.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static variable_list forward(AutogradContext* ctx, at::Tensor x, at::TensorList params, int64_t layer_ptr,
-                               at::Tensor cos, at::Tensor sin, c10::optional<at::Tensor> mask) {
+                               at::Tensor cos, at::Tensor sin, c10::optional<at::Tensor> mask, bool causal) {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_ptr);
     ctx->saved_data["layer"] = layer_ptr;
     ctx->saved_data["x_requires_grad"] = x.requires_grad();
@@ -247,6 +231,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
     if (mask) ctx->saved_data["mask"] = *mask;
+    ctx->saved_data["causal"] = causal;
     ctx->saved_data["autocast"] = autocast_enabled(c10::DeviceType::CUDA);
     ctx->saved_data["autocast_cpu"] = autocast_enabled(c10::DeviceType::CPU);
     auto gen = at::globalContext().defaultGenerator(x.device());
@@ -255,7 +240,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
       ctx->saved_data["rng"] = gen.get_state();
     }
     ctx->save_for_backward({x});
-    AttentionInputs in{cos, sin, mask ? *mask : at::Tensor()};
+    AttentionInputs in{cos, sin, mask ? *mask : at::Tensor(), causal};
     return {layer->forward(x, in)};
   }
 
@@ -263,7 +248,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
     const bool x_grad = ctx->saved_data["x_requires_grad"].toBool();
     const int64_t n_params = ctx->saved_data["n_params"].toInt();
-    AttentionInputs in{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), at::Tensor()};
+    AttentionInputs in{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), at::Tensor(),
+                       ctx->saved_data["causal"].toBool()};
     if (ctx->saved_data.count("mask")) in.mask = ctx->saved_data["mask"].toTensor();
     at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(x_grad);
     std::vector<at::Tensor> params = trainable_params(*layer);
@@ -298,7 +284,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     variable_list result;
     result.push_back(x_grad ? grads[0] : at::Tensor());
     for (int64_t i = 0; i < n_params; ++i) result.push_back(grads[size_t(i + (x_grad ? 1 : 0))]);
-    result.resize(result.size() + 4);  // layer pointer, cos, sin, mask: no gradients
+    result.resize(result.size() + 5);  // layer pointer, cos, sin, mask, causal: no gradients
     return result;
   }
 };
@@ -353,6 +339,10 @@ AttentionInputs LlamaImpl::attention_inputs(const at::Tensor& positions, const a
   in.cos = emb.cos().to(dt);
   in.sin = emb.sin().to(dt);
   const int64_t S = past + T;
+  if (causal && past == 0 && !key_mask.defined()) {
+    in.causal = true;  // no mask tensor: SDPA's causal kernels
+    return in;
+  }
   at::Tensor allowed;  // [B or 1, T, S] bool
   if (causal && !(T == 1 && past > 0)) {  // one new token after a cache sees every cached position
     at::Tensor q = at::arange(past, past + T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(1);
@@ -387,7 +377,7 @@ at::Tensor LlamaImpl::run_layers(at::Tensor h, const AttentionInputs& in, KVCach
         h = layer->forward(h, in);  // nothing to differentiate: no graph is built anyway
       } else {
         h = CheckpointedLayer::apply(h, at::TensorList(params), reinterpret_cast<int64_t>(layer.get()), in.cos,
-                                     in.sin, mask)[0];
+                                     in.sin, mask, in.causal)[0];
       }
     } else {
       h = layer->forward(h, in, cache ? &cache->layers[i] : nullptr, past);

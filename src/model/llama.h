@@ -89,7 +89,8 @@ struct KVCache {
 // Per-forward inputs shared by every layer.
 struct AttentionInputs {
   at::Tensor cos, sin;    // [B, T, head_dim] in the compute dtype
-  at::Tensor mask;        // additive [B, 1, 1, T, S] (0 or a large negative), or undefined: attend to all
+  at::Tensor mask;        // additive [B, 1, 1, T, S] (0 or a large negative), or undefined:
+  bool causal = false;    // ... then causal (each position sees itself and the ones before) or all
 };
 
 class AttentionImpl : public torch::nn::Module {

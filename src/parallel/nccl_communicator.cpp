@@ -85,7 +85,7 @@ void NcclWork::wait() {
   c10::cuda::CUDAGuard guard(buf_out.defined() ? buf_out.device() : c10::Device(c10::kCUDA, 0));
   // Host-side polling, so that a dead peer (NCCL would spin forever) meets the deadline.
   const auto started = Clock::now();
-  const double every = Communicator::report_every(owner->timeout_s(op));
+  const double every = NcclCommunicator::report_every(owner->timeout_s(op));
   double next_report = every;
   for (int tries = 0;; ++tries) {
     cudaError_t q = cudaEventQuery(done_event);

@@ -24,6 +24,7 @@ class NcclCommunicator : public Communicator {
   struct Impl;
   [[noreturn]] void fail_op(const Op& op, const std::string& why);
   void report_waiting(const Op& op, double waited_s) const { still_waiting(op, waited_s); }
+  using Communicator::report_every;
 
  protected:
   WorkPtr start(Op op) override;

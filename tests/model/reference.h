@@ -90,8 +90,8 @@ struct RefLlama {
       }
   }
 
-  // logits[t][v] for a causal forward over ids
-  std::vector<std::vector<double>> forward(const std::vector<int64_t>& ids) const {
+  // logits[t][v] for a forward over ids: causal, or bidirectional (every position sees all)
+  std::vector<std::vector<double>> forward(const std::vector<int64_t>& ids, bool causal = true) const {
     const int64_t T = int64_t(ids.size());
     std::vector<std::vector<double>> x(static_cast<size_t>(T));
     const auto& E = W("model.embed_tokens.weight");
@@ -111,9 +111,10 @@ struct RefLlama {
         std::vector<double> att(static_cast<size_t>(heads * hd), 0.0);
         for (int64_t h = 0; h < heads; ++h) {
           const int64_t g = h / (heads / kv);
-          std::vector<double> s(static_cast<size_t>(t + 1));
+          const int64_t last = causal ? t : T - 1;
+          std::vector<double> s(static_cast<size_t>(last + 1));
           double mx = -1e300;
-          for (int64_t j = 0; j <= t; ++j) {
+          for (int64_t j = 0; j <= last; ++j) {
             double d = 0;
             for (int64_t i = 0; i < hd; ++i) d += q[size_t(t)][size_t(h * hd + i)] * k[size_t(j)][size_t(g * hd + i)];
             s[size_t(j)] = d / std::sqrt(double(hd));
@@ -121,7 +122,7 @@ struct RefLlama {
           }
           double z = 0;
           for (auto& e : s) z += (e = std::exp(e - mx));
-          for (int64_t j = 0; j <= t; ++j)
+          for (int64_t j = 0; j <= last; ++j)
             for (int64_t i = 0; i < hd; ++i) att[size_t(h * hd + i)] += s[size_t(j)] / z * v[size_t(j)][size_t(g * hd + i)];
         }
         auto o = matvec(W(p + "self_attn.o_proj.weight"), att, dim);

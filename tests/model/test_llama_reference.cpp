@@ -4,6 +4,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cstdlib>
+
 #include "data/tokenizer.h"
 #include "model/generate.h"
 #include "model/hf_io.h"
@@ -50,6 +52,60 @@ TEST(LlamaReference, LogitsMatchFloat64Reference) {
     double d = max_diff_vs_reference(m, ref, p);
     std::printf("prompt of %zu tokens: max |logit - float64 reference| = %.3g\n", p.size(), d);
     EXPECT_LT(d, 1e-4) << "prompt of " << p.size() << " tokens";
+  }
+}
+
+// Attention runs through scaled_dot_product_attention (fused kernels): a padded batch, right- and
+// left-padded rows, causal (is_causal or an additive mask) and bidirectional (LS-unLLaMA), against the
+// float64 forward of each sequence alone. KILN_TEST_DEVICE=cuda runs it on a GPU.
+TEST(LlamaReference, SdpaAttentionMatchesFloat64ReferenceWithPadding) {
+  const char* env = std::getenv("KILN_TEST_DEVICE");
+  const c10::Device dev(env && *env ? env : "cpu");
+  Llama m = load_pretrained(kHf, at::kFloat, dev);
+  m->eval();
+  kiln_test::RefLlama ref(kHf);
+  at::manual_seed(1);
+  const std::vector<int64_t> lens = {40, 17, 29};
+  const int64_t T = 40, B = int64_t(lens.size());
+  std::vector<std::vector<int64_t>> seqs;
+  for (int64_t n : lens) {
+    at::Tensor r = at::randint(3, 512, {n}, at::kLong);
+    std::vector<int64_t> s(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + n);
+    s[0] = 1;
+    seqs.push_back(s);
+  }
+  at::NoGradGuard ng;
+  for (bool causal : {true, false}) {
+    m->set_attention_mode(causal ? AttentionMode::causal : AttentionMode::bidirectional);
+    for (bool left : {false, true}) {
+      at::Tensor ids = at::zeros({B, T}, at::kLong), mask = at::zeros({B, T}, at::kLong);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = lens[size_t(b)], off = left ? T - n : 0;
+        for (int64_t t = 0; t < n; ++t) ids[b][off + t] = seqs[size_t(b)][size_t(t)];
+        mask[b].narrow(0, off, n).fill_(1);
+      }
+      at::Tensor logits = m->forward(ids.to(dev), mask.to(dev)).to(at::kCPU).to(at::kDouble);
+      double worst = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = lens[size_t(b)], off = left ? T - n : 0;
+        auto r = ref.forward(seqs[size_t(b)], causal);
+        for (int64_t t = 0; t < n; ++t) {
+          at::Tensor want = at::tensor(r[size_t(t)], at::kDouble);
+          worst = std::max(worst, (logits[b][off + t] - want).abs().max().item<double>());
+        }
+      }
+      std::printf("%s, %s-padded batch on %s: max |logit - float64 reference| = %.3g\n",
+                  causal ? "causal" : "bidirectional", left ? "left" : "right", dev.str().c_str(), worst);
+      EXPECT_LT(worst, 1e-4) << (causal ? "causal" : "bidirectional") << (left ? " left" : " right");
+    }
+    // Unpadded: the causal case takes SDPA's is_causal path with no mask tensor.
+    at::Tensor one = at::tensor(seqs[0], at::kLong).view({1, -1});
+    at::Tensor logits = m->forward(one.to(dev)).to(at::kCPU).to(at::kDouble)[0];
+    auto r = ref.forward(seqs[0], causal);
+    double worst = 0;
+    for (int64_t t = 0; t < lens[0]; ++t)
+      worst = std::max(worst, (logits[t] - at::tensor(r[size_t(t)], at::kDouble)).abs().max().item<double>());
+    EXPECT_LT(worst, 1e-4) << (causal ? "causal" : "bidirectional") << " unpadded";
   }
 }
 
