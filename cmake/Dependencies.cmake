@@ -100,7 +100,11 @@ endif()
 
 # Torch's imported targets carry -D_GLIBCXX_USE_CXX11_ABI and include dirs; wrap them once.
 add_library(kiln_torch INTERFACE)
-target_link_libraries(kiln_torch INTERFACE ${TORCH_LIBRARIES})
+# The wheel's libtorch libraries export their own, statically linked copies of parts of libstdc++
+# (std::filesystem among them, from the newer GCC they were built with), and a program's calls bind
+# to the first library in its load order that defines them: remove_all crashed in libtorch.so's copy.
+# libstdc++.so.6 is therefore named before libtorch, so the system's definitions come first.
+target_link_libraries(kiln_torch INTERFACE -Wl,--push-state,--no-as-needed stdc++ -Wl,--pop-state ${TORCH_LIBRARIES})
 # libtorch ships fmt 12 headers; kiln and spdlog build against Debian's libfmt (9). A folder holding
 # only a link to Debian's fmt comes first, so `#include <fmt/...>` is the library kiln links.
 set(kiln_fmt_first ${PROJECT_BINARY_DIR}/include-first)

@@ -178,10 +178,12 @@ TEST(LlamaLora, InitFreezeAndMergeMatchUnmerged) {
   merge_lora(m);
   EXPECT_GT(maxdiff(lin->weight, w0), 1e-4);
   at::Tensor merged = m->forward(ids);
-  EXPECT_LT(maxdiff(merged, unmerged), 1e-5);
+  // W x + B(A x) and (W + BA) x round differently in float32 (1.4e-05 seen with libtorch 2.11's
+  // SDPA kernels); a wrong merge is off by the adapter's contribution, above 1e-3.
+  EXPECT_LT(maxdiff(merged, unmerged), 5e-5);
   unmerge_lora(m);
   EXPECT_LT(maxdiff(lin->weight, w0), 1e-6);
-  EXPECT_LT(maxdiff(m->forward(ids), unmerged), 1e-5);
+  EXPECT_LT(maxdiff(m->forward(ids), unmerged), 5e-5);
 }
 
 TEST(LlamaLora, BadTargetsAreInputErrors) {

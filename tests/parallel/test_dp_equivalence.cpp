@@ -51,7 +51,7 @@ std::unique_ptr<torch::optim::AdamW> make_torch_adamw(torch::nn::Sequential& m) 
 AdamWState torch_state(torch::optim::AdamW& opt, const std::vector<at::Tensor>& params) {
   AdamWState s;
   for (const auto& p : params) {
-    auto& st = static_cast<torch::optim::AdamWParamState&>(*opt.state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+    auto& st = static_cast<torch::optim::AdamWParamState&>(*opt.state().at(p.unsafeGetTensorImpl()));
     s.step = st.step();
     s.exp_avg.push_back(st.exp_avg().clone());
     s.exp_avg_sq.push_back(st.exp_avg_sq().clone());
