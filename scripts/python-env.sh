@@ -3,14 +3,15 @@
 #   - PyPI's torch wheel 2.11.0 (CUDA 13.0): kiln builds against the C++ libtorch inside it
 #     (headers, libraries, share/cmake/Torch), and it brings the CUDA and NCCL libraries it needs.
 #     Required: without it kiln cannot build, and this script fails.
-#   - the reference libraries kiln's tests compare with (Hugging Face `tokenizers`, `sentencepiece`).
+#   - the reference libraries kiln's tests compare with (Hugging Face `tokenizers`, `transformers`,
+#     `peft`, `sentencepiece`, TensorBoard's event reader).
 #     Optional: when pip cannot install them the tests that need them report themselves skipped.
-# Safe to run again: it installs only what is missing. The first run downloads about 3 GB.
+# Safe to run again: it installs only what is missing. The first run downloads about 2.6 GB.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$root/.venv
 required=(torch==2.11.0)
-optional=(tokenizers==0.23.3 sentencepiece==0.2.3)
+optional=(tokenizers==0.23.3 sentencepiece==0.2.3 transformers==5.24.0 peft==0.21.2 tensorboard==2.21.0)
 if [[ ! -x $venv/bin/python ]]; then
   python3 -m venv "$venv" || { echo "python-env: cannot make $venv (python3-venv missing?)" >&2; exit 1; }
 fi
@@ -28,7 +29,7 @@ PY
 }
 pip_install() { "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"; }
 if ! have "${required[@]}"; then
-  echo "python-env: installing ${required[*]} into $venv (about 3 GB on the first run)"
+  echo "python-env: installing ${required[*]} into $venv (about 2.6 GB on the first run)"
   pip_install "${required[@]}" || { echo "python-env: pip could not install ${required[*]}: kiln needs its libtorch" >&2; exit 1; }
 fi
 if ! have "${optional[@]}"; then

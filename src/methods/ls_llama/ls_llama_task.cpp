@@ -6,6 +6,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "data/align.h"
 #include "data/tokenizer.h"
@@ -169,6 +170,12 @@ LossSum LsLlamaTask::evaluate(const data::Batch& b, train::EvalRecords& out) {
       out.ints["gold"].push_back(gold_labels[r].item<int64_t>());
     }
   }
+  if (!token_) {
+    // The head's logits per class: predictions.tsv, and what checks against transformers compare.
+    at::Tensor l = lg.to(at::kCPU, at::kDouble).contiguous();
+    for (int64_t r = 0; r < l.size(0); ++r)
+      out.vecs["logits"].emplace_back(l[r].data_ptr<double>(), l[r].data_ptr<double>() + l.size(1));
+  }
   if (!token_ && labels_.size() == 2) {
     at::Tensor p1 = at::softmax(lg, -1).select(-1, 1).to(at::kCPU, at::kDouble).contiguous();
     auto& score = out.reals["score"];
@@ -210,6 +217,25 @@ std::map<std::string, double> LsLlamaTask::metrics(const train::EvalRecords& all
     m["examples"] = double(gold.size());
   }
   return m;
+}
+
+std::string LsLlamaTask::write_results(const train::EvalRecords& all, const std::string& dir) {
+  const auto& logits = all.vecs_of("logits");
+  if (token_ || logits.empty()) return "";
+  // One row per eval example in store order: gold and predicted label, and the head's logits
+  // (before softmax), full precision, so a score can be checked against another implementation.
+  const auto& pred = all.ints_of("pred");
+  const auto& gold = all.ints_of("gold");
+  std::string f = "example\tgold\tpred";
+  for (const auto& l : labels_) f += "\tlogit_" + l;
+  f += "\n";
+  for (size_t i = 0; i < logits.size(); ++i) {
+    f += fmt::format("{}\t{}\t{}", all.example[i], labels_.at(size_t(gold[i])), labels_.at(size_t(pred[i])));
+    for (double v : logits[i]) f += fmt::format("\t{:.9g}", v);
+    f += "\n";
+  }
+  write_file_atomic((std::filesystem::path(dir) / "predictions.tsv").string(), f);
+  return "The prediction and the head's logits for every example are in predictions.tsv.\n";
 }
 
 void LsLlamaTask::export_adapter(const std::string& dir) {

@@ -36,9 +36,12 @@ class LsLlamaTask : public train::StoreTask {
   void set_training(bool on) override;
   LossSum loss(const data::Batch& batch) override;
   LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) override;
-  // Eval records: ints "pred"/"gold" and reals "score" (P(class 1), binary only) per sentence; seqs
-  // "pred_tags"/"gold_tags" (tag ids per word) for token classification.
+  // Eval records: ints "pred"/"gold", vecs "logits" (per class) and reals "score" (P(class 1),
+  // binary only) per sentence; seqs "pred_tags"/"gold_tags" (tag ids per word) for token
+  // classification.
   std::map<std::string, double> metrics(const train::EvalRecords& all) override;
+  // Sequence classification: predictions.tsv (example, gold, pred, a logit per label).
+  std::string write_results(const train::EvalRecords& all, const std::string& dir) override;
   std::string main_metric() const override { return token_ ? "span_f1" : "accuracy"; }
   void export_adapter(const std::string& dir) override;
   void export_merged(const std::string& dir) override;
