@@ -33,7 +33,7 @@ void add_version(CLI::App& app, Action& action) {
       std::cout << "CUDA runtime " << rt / 1000 << "." << (rt % 1000) / 10 << "\n"
                 << "NCCL " << nccl / 10000 << "." << (nccl % 10000) / 100 << "." << nccl % 100 << "\n";
 #else
-      std::cout << "CUDA/NCCL not built (libtorch has no CUDA)\n";
+      std::cout << "CUDA/NCCL not built (-DKILN_CUDA=OFF, no CUDA toolkit found, or a CPU-only libtorch)\n";
 #endif
       return 0;
     };
