@@ -6,10 +6,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <vector>
-
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/mpi_communicator.h"
 #include "parallel/nccl_communicator.h"

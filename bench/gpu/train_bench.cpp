@@ -6,8 +6,6 @@
 // MFU counts model FLOPs as PaLM does (no recompute, attention over the whole sequence):
 //   full: 6 N + 12 L T d per token; LoRA: 4 N + 6 N_lora + 12 L T d (the frozen weights get no
 //   weight gradient), N = the parameters of every matrix product (the embedding lookup excluded).
-#include <ATen/autocast_mode.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +14,7 @@
 #include "core/config.h"
 #include "core/host_memory.h"
 #include "model/lora.h"
+#include "train/autocast.h"
 #include "train/optimizer.h"
 #ifdef KILN_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -154,12 +153,9 @@ int main(int argc, char** argv) {
     m->zero_grad();
     at::Tensor loss;
     {
-      at::autocast::set_autocast_dtype(dev.type(), at::kBFloat16);
-      at::autocast::set_autocast_enabled(dev.type(), true);
+      kiln::train::Autocast ac(true, dev);  // as the trainer runs train.precision: bf16
       at::Tensor logits = m->forward(ids.narrow(1, 0, seq));
       loss = at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), ids.narrow(1, 1, seq).reshape({-1}));
-      at::autocast::set_autocast_enabled(dev.type(), false);
-      at::autocast::clear_cache();
     }
     lap(t_fwd, since);
     loss.backward();
