@@ -9,8 +9,8 @@
 // `kiln tokenizer train --type bpe|unigram --vocab-size N --out DIR CORPUS...`: a new SentencePiece
 // vocabulary from corpora with libsentencepiece's trainer (its spm_train command), with the settings of the LEP paper's
 // tokenizers (byte fallback, split digits, nmt_nfkc normaliser; <unk> 0, <s> 1, </s> 2, no pad),
-// written as a model folder's tokenizer files (tokenizer.model, tokenizer_config.json) into a new
-// DIR.
+// written as a model folder's tokenizer files (tokenizer.model, its tokenizer.json form for Hugging
+// Face `tokenizers`, tokenizer_config.json) into a new DIR.
 //
 // `kiln tokenizer extend BASE ADD --out DIR`: BASE plus every token of ADD it lacks, appended after
 // BASE's ids (data/vocab_edit.h), written with BASE's tokenizer_config.json and
@@ -65,9 +65,17 @@ void copy_configs(const data::Tokenizer& base, const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path from = fs::path(base.path()).parent_path();
   data::Tokenizer now(dir);
-  if (fs::exists(from / "tokenizer_config.json"))
-    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(),
-                      data::renumber_tokenizer_config(read_file((from / "tokenizer_config.json").string()), now));
+  if (fs::exists(from / "tokenizer_config.json")) {
+    std::string cfg = data::renumber_tokenizer_config(read_file((from / "tokenizer_config.json").string()), now);
+    if (now.kind() == "sentencepiece") {
+      // transformers' LlamaTokenizer would rebuild its own pipeline from the vocabulary; the
+      // generic class loads the tokenizer.json written beside the model as it is.
+      auto j = nlohmann::json::parse(cfg);
+      j["tokenizer_class"] = "PreTrainedTokenizerFast";
+      cfg = j.dump(2) + "\n";
+    }
+    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), cfg);
+  }
   if (fs::exists(from / "special_tokens_map.json"))
     write_file_atomic((fs::path(dir) / "special_tokens_map.json").string(), read_file((from / "special_tokens_map.json").string()));
 }
@@ -220,7 +228,11 @@ int run_train() {
     run_spm_train(args, (fs::path(tmp) / "train.log").string());
     fs::remove(prefix + ".vocab");
     fs::remove(fs::path(tmp) / "train.log");
-    nlohmann::json cfg = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"},        {"eos_token", "</s>"},
+    write_file_atomic((fs::path(tmp) / "tokenizer.json").string(),
+                      data::sentencepiece_tokenizer_json(read_file(prefix + ".model"), prefix + ".model"));
+    // The generic class: transformers then loads tokenizer.json as written (its LlamaTokenizer
+    // would rebuild a pipeline without the nmt_nfkc map).
+    nlohmann::json cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"bos_token", "<s>"},        {"eos_token", "</s>"},
                           {"unk_token", "<unk>"},                {"add_bos_token", true},      {"add_eos_token", false},
                           {"legacy", false},                     {"model_max_length", 1000000000}};
     write_file_atomic((fs::path(tmp) / "tokenizer_config.json").string(), cfg.dump(2) + "\n");
@@ -297,7 +309,7 @@ void add_tokenizer(CLI::App& app, Action& action) {
   stats->callback([&action] { action = [] { return run_stats(); }; });
   auto* train = sub->add_subcommand("train", "A new SentencePiece vocabulary from corpora, written as a model folder's tokenizer files");
   train->add_option("corpus", g_train.corpora, "UTF-8 text files (a sentence or document per line)")->required();
-  train->add_option("--out", g_train.out, "New folder for tokenizer.model and tokenizer_config.json")->required();
+  train->add_option("--out", g_train.out, "New folder for tokenizer.model, tokenizer.json and tokenizer_config.json")->required();
   train->add_option("--type", g_train.type, "bpe or unigram")->check(CLI::IsMember({"bpe", "unigram"}))->capture_default_str();
   train->add_option("--vocab-size", g_train.vocab_size, "Pieces in the vocabulary")->check(CLI::Range(16, 1 << 22))->capture_default_str();
   train->add_option("--character-coverage", g_train.coverage, "Share of characters the pieces cover (the rest: bytes)")->capture_default_str();

@@ -1,7 +1,9 @@
 #include "data/vocab_edit.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <unordered_map>
 #include <cstring>
 #include <filesystem>
@@ -96,13 +98,16 @@ ExtendSummary extend_sentencepiece(const Tokenizer& base, const Tokenizer& add, 
     const std::string piece = replace_all(text, " ", kWordStart);
     if (base.piece_to_id(piece) != base.unk_id() || piece == base.piece(base.unk_id()) || !seen.insert(piece).second)
       continue;
-    score -= 1;
+    // Strictly below the previous one: sentencepiece breaks ties by position, not by this order, and
+    // near a base's -1e9 whitespace pieces (LLaMA-2's) float32 cannot tell score - 1 from score.
+    score = std::min(score - 1, std::nextafter(score, -std::numeric_limits<float>::infinity()));
     proto += piece_message(piece, score, 1);
     ++s.added;
   }
   s.new_size = s.old_size + s.added;
   s.file = (fs::path(out_dir) / "tokenizer.model").string();
   write_file_atomic(s.file, proto);
+  write_file_atomic((fs::path(out_dir) / "tokenizer.json").string(), sentencepiece_tokenizer_json(proto, s.file));
   return s;
 }
 

@@ -43,6 +43,14 @@ struct ShrinkSummary {
 ShrinkSummary shrink_tokenizer(const Tokenizer& base, const std::vector<int64_t>& counts, int32_t keep,
                                const std::string& out_dir);
 
+// A Hugging Face tokenizer.json equivalent to the SentencePiece model `model_proto` (a BPE or unigram
+// tokenizer.model's bytes; `origin` names it in errors): the model's pieces and scores (BPE merges
+// recovered from the scores), its normaliser (precompiled character map, whitespace handling,
+// dummy prefix), byte fallback, control and unknown pieces as special added tokens, BOS added by
+// the post-processor. Written beside every tokenizer.model kiln makes, so that the `tokenizers`
+// library loads it with sentencepiece's ids (tests/data/test_tokenizer_cli.sh checks them).
+std::string sentencepiece_tokenizer_json(const std::string& model_proto, const std::string& origin);
+
 // tokenizer_config.json's `added_tokens_decoder` (keyed by id) renumbered for `tok` by content.
 std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok);
 

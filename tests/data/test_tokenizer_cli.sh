@@ -25,7 +25,7 @@ assert "<0xF0>" in sp.encode("😀", out_type=str), sp.encode("😀", out_type=s
 PY
 # extend: LLaMA-2 (SentencePiece) and LLaMA-3 (byte-level BPE) plus the Russian vocabulary; every old
 # id keeps its token in the reference libraries too, and the new tokens are used.
-for base in llama2-tokenizer llama3-tokenizer; do
+for base in llama2-tokenizer llama3-tokenizer mistral-tokenizer; do
   "$KILN_BIN" tokenizer extend "$KILN_SHARED_DIR/models/$base" "$work/ru" --out "$work/ext-$base" > "$work/ext.log" 2>&1 \
     || { cat "$work/ext.log"; fail "extend $base failed"; }
   grep -o "+ [0-9]* new tokens.*" "$work/ext.log"
@@ -44,6 +44,39 @@ new = tokenizers.Tokenizer.from_file(work + "/ext-llama3-tokenizer/tokenizer.jso
 ov, nv = old.get_vocab(with_added_tokens=True), new.get_vocab(with_added_tokens=True)
 assert len(nv) > len(ov) and all(nv[t] == i for t, i in ov.items())
 assert max(new.encode(text, add_special_tokens=False).ids) >= len(ov), "no new token used"
+PY
+# tokenizer.json beside every tokenizer.model kiln writes (a trained BPE and unigram, LLaMA-2
+# extended): Hugging Face `tokenizers` gives sentencepiece's ids and text on Russian, English,
+# code, emoji and whitespace-heavy text, and so does `transformers` loading the folder.
+"$KILN_BIN" tokenizer train --type unigram --vocab-size 2000 --out "$work/ru-unigram" "$work/train.txt" > "$work/train.log" 2>&1 \
+  || { cat "$work/train.log"; fail "unigram train failed"; }
+"$py" - "$work" "$KILN_SHARED_DIR/data/russian_corpus/anna_karenina.txt" <<'PY' || fail "a tokenizer.json kiln wrote differs from its tokenizer.model"
+import sys, sentencepiece, tokenizers
+work, anna = sys.argv[1], sys.argv[2]
+prose = open(anna, encoding="utf-8").read()
+texts = [prose[:20000], *prose.split("\n")[:300],
+         "Hello, world! It's 2024: 12345 + 0.5 = 12345.5; don't you THINK so?",
+         "int main(int argc, char** argv) {\n\tfor (int i = 0; i < 10; ++i) printf(\"%d\\n\", i);\n}\n",
+         "👨‍👩‍👧‍👦 🇷🇺 😀 emoji 中文 ∮ E⋅da = Q ﬁ ① ＡＢＣ",
+         "   leading and trailing   \t\t  \n\n\n  spaces\u00a0nbsp\u2009thin\u3000ideo\u200bzw\u2028ls  ",
+         "", " ", "\n", "\r\n\r\n"]
+try:
+    import transformers
+except ImportError:
+    transformers = None
+for name in ("ru", "ru-unigram", "ext-llama2-tokenizer", "ext-mistral-tokenizer"):
+    sp = sentencepiece.SentencePieceProcessor(model_file=f"{work}/{name}/tokenizer.model")
+    hf = tokenizers.Tokenizer.from_file(f"{work}/{name}/tokenizer.json")
+    assert hf.get_vocab_size() == sp.get_piece_size(), name
+    bad = [t for t in texts if hf.encode(t, add_special_tokens=False).ids != sp.encode(t)]
+    assert not bad, (name, len(bad), repr(bad[0][:80]))
+    assert all(hf.decode(sp.encode(t)) == sp.decode(sp.encode(t)) for t in texts), name
+    assert hf.encode("Привет").ids == [sp.bos_id()] + sp.encode("Привет"), name
+    if transformers and name != "ext-llama2-tokenizer":  # LLaMA-2 ships no tokenizer_config.json
+        tf = transformers.AutoTokenizer.from_pretrained(f"{work}/{name}")
+        bad = [t for t in texts if tf(t, add_special_tokens=False)["input_ids"] != sp.encode(t)]
+        assert not bad, (name, "transformers", len(bad), repr(bad[0][:80]))
+    print(f"OK {name}/tokenizer.json: {len(texts)} texts, tokenizers{' and transformers' if transformers else ''} give sentencepiece's ids")
 PY
 # shrink: LLaMA-3 cut to 3,000 model tokens on the corpus, then extended (LEP's Optimized): the
 # reference loads both, every byte survives (any text round-trips), added tokens keep their order.

@@ -11,6 +11,7 @@
 #include "core/files.h"
 #include "core/log.h"
 #include "data/tokenizer.h"
+#include "data/vocab_edit.h"
 #include "model/safetensors.h"
 
 namespace kiln::lep {
@@ -160,10 +161,14 @@ void write_model(const ModelFiles& in, const at::Tensor& E, const at::Tensor& H,
     fs::copy_file(src_dir / "generation_config.json", out / "generation_config.json");
   }
   write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
-  // The tokenizer file kiln loaded (only it: with both, kiln would prefer tokenizer.model) and its
-  // configuration.
+  // The tokenizer file kiln loaded (only it: with both, kiln would prefer tokenizer.model; a
+  // tokenizer.model gets its tokenizer.json form made from it, not a copy that may be stale) and
+  // its configuration.
   const fs::path tok_file = new_tok.path(), tok_dir = tok_file.parent_path();
   fs::copy_file(tok_file, out / tok_file.filename());
+  if (new_tok.kind() == "sentencepiece")
+    write_file_atomic((out / "tokenizer.json").string(),
+                      data::sentencepiece_tokenizer_json(new_tok.serialized(), tok_file.string()));
   for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
     if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, out / f);
 }
