@@ -33,6 +33,24 @@ void read_lora(recipe::Section s, LoraConfig& c) {
                   "v_proj, o_proj, gate_proj, up_proj, down_proj)",
                   s.where("target_modules"), t);
   c.extra_trainable = s.get_strings("extra_trainable", c.extra_trainable);
+  // PEFT's layers_to_transform; a negative index counts from the last layer, so a recipe can name
+  // "the first and the last" (LEP's calibration) without knowing the model's depth.
+  std::vector<std::string> layer_names;
+  for (const auto& l : c.layers) layer_names.push_back(std::to_string(l));
+  c.layers.clear();
+  for (const auto& l : s.get_strings("layers", layer_names)) {
+    size_t pos = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(l, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (pos == 0 || pos != l.size())
+      input_error("{}: key `lora.layers`: `{}` is not a layer index (e.g. [0, -1]: the first and the last)",
+                  s.where("layers"), l);
+    c.layers.push_back(v);
+  }
   s.finish();
 }
 

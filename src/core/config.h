@@ -24,6 +24,7 @@ struct LoraConfig {
   double dropout = 0.0;
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // PEFT's LLaMA default
   std::vector<std::string> extra_trainable;  // e.g. embed_tokens, lm_head (LEP) by module name
+  std::vector<int64_t> layers;               // decoder layers adapted (negative: from the end); empty: all
 };
 
 struct DataConfig {

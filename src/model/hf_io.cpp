@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -151,6 +153,7 @@ void export_adapter(Llama& model, const std::string& dir, const AdapterExport& o
   NamedTensorList tensors;
   std::vector<std::string> targets;
   std::set<std::string> modules_to_save;
+  std::set<int64_t> layers;  // decoder layers with adapters
   int64_t r = 0;
   double alpha = 0, dropout = 0;
   for (auto& [name, lin] : model->linears()) {
@@ -161,6 +164,8 @@ void export_adapter(Llama& model, const std::string& dir, const AdapterExport& o
       dropout = lin->lora_dropout;
     }
     KILN_CHECK(lin->lora_r == r && lin->lora_alpha == alpha, "LoRA rank/alpha differ between modules");
+    if (const size_t at = name.find("layers."); at != std::string::npos)
+      layers.insert(std::strtoll(name.c_str() + at + 7, nullptr, 10));
     const std::string short_name = name.substr(name.rfind('.') + 1);
     if (std::find(targets.begin(), targets.end(), short_name) == targets.end()) targets.push_back(short_name);
   }
@@ -180,6 +185,7 @@ void export_adapter(Llama& model, const std::string& dir, const AdapterExport& o
     const std::string mod = name.substr(0, name.rfind('.'));
     modules_to_save.insert(mod.substr(mod.rfind('.') + 1));
   }
+  const bool all_layers = int64_t(layers.size()) == model->config().num_hidden_layers;
   json cfg = {{"peft_type", "LORA"},
               {"task_type", opts.task_type},
               {"base_model_name_or_path", opts.base_model.empty() ? model_dir(model) : opts.base_model},
@@ -192,8 +198,8 @@ void export_adapter(Llama& model, const std::string& dir, const AdapterExport& o
               {"fan_in_fan_out", false},
               {"inference_mode", true},
               {"init_lora_weights", true},
-              {"layers_to_transform", nullptr},
-              {"layers_pattern", nullptr},
+              {"layers_to_transform", all_layers ? json(nullptr) : json(layers)},
+              {"layers_pattern", all_layers ? json(nullptr) : json("layers")},
               {"rank_pattern", json::object()},
               {"alpha_pattern", json::object()},
               {"use_rslora", false},
@@ -223,9 +229,21 @@ LoadedAdapter load_adapter(Llama& model, const std::string& dir) {
     if (j.contains(unsupported) && j[unsupported].is_object() && !j[unsupported].empty())
       input_error("{}: field `{}` is set; kiln uses one rank and alpha for every module", cfg_path.string(),
                   unsupported);
-  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null())
-    input_error("{}: field `layers_to_transform` is set; kiln adapts every layer", cfg_path.string());
   LoadedAdapter out;
+  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
+    const json& l = j["layers_to_transform"];
+    if (l.is_number_integer()) {
+      out.lora.layers = {l.get<int64_t>()};
+    } else if (l.is_array() && std::all_of(l.begin(), l.end(), [](const json& v) { return v.is_number_integer(); })) {
+      out.lora.layers = l.get<std::vector<int64_t>>();
+    } else {
+      bad("layers_to_transform", "a layer index or a list of them");
+    }
+    if (j.contains("layers_pattern") && !j["layers_pattern"].is_null() &&
+        !(j["layers_pattern"].is_string() && j["layers_pattern"] == "layers") &&
+        !(j["layers_pattern"].is_array() && j["layers_pattern"].size() == 1 && j["layers_pattern"][0] == "layers"))
+      bad("layers_pattern", "`layers` (LLaMA's decoder layers)");
+  }
   if (!field("r").is_number_integer()) bad("r", "an integer");
   if (!field("lora_alpha").is_number()) bad("lora_alpha", "a number");
   out.lora.r = j["r"].get<int64_t>();

@@ -1,5 +1,6 @@
 #include "model/lora.h"
 
+#include <cstdlib>
 #include <set>
 
 #include "core/error.h"
@@ -23,6 +24,14 @@ bool name_matches(const std::string& module, const std::string& target) {
   if (module == target) return true;
   return module.size() > target.size() && module.compare(module.size() - target.size(), target.size(), target) == 0 &&
          module[module.size() - target.size() - 1] == '.';
+}
+
+// The decoder layer of a module name (model.layers.<i>.…), -1 for any other.
+int64_t layer_of(const std::string& name) {
+  const std::string key = "layers.";
+  const size_t at = name.find(key);
+  if (at == std::string::npos) return -1;
+  return std::strtoll(name.c_str() + at + key.size(), nullptr, 10);
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -49,10 +58,19 @@ std::vector<std::string> apply_lora(Llama& model, const kiln::LoraConfig& cfg) {
       targets.push_back(t);
   }
   if (targets.empty()) input_error("key `lora.target_modules`: empty; name at least one of {}", join(lora_target_names()));
+  const int64_t depth = model->config().num_hidden_layers;
+  std::set<int64_t> layers;
+  for (int64_t l : cfg.layers) {
+    if (l < -depth || l >= depth)
+      input_error("key `lora.layers`: layer {} outside this model's {} decoder layers (0..{} or -{}..-1)", l, depth,
+                  depth - 1, depth);
+    layers.insert(l < 0 ? depth + l : l);
+  }
   auto linears = model->linears();
   std::set<std::string> used;
   for (auto& [name, lin] : linears) {
     if (name == "lm_head") continue;  // never adapted (PEFT's all-linear excludes it too)
+    if (!layers.empty() && !layers.count(layer_of(name))) continue;
     for (const auto& t : targets) {
       if (!name_matches(name, t)) continue;
       if (lin->has_lora()) input_error("LoRA is already applied to `{}` (apply_lora called twice?)", name);

@@ -274,6 +274,39 @@ TEST(ModelExport, AdapterRoundTripIsBitExact) {
   EXPECT_NE(e.find("`r`"), std::string::npos) << e;
 }
 
+// LEP's calibration adapts the first and last decoder layers only: lora.layers [0, -1] (PEFT's
+// layers_to_transform, negative from the end) wraps those, exports their indices, and loads back.
+TEST(ModelExport, AdapterOfChosenLayers) {
+  Llama m = load_pretrained(kHf);
+  kiln::LoraConfig lc;
+  lc.r = 2;
+  lc.target_modules = {"q_proj", "down_proj"};
+  lc.layers = {0, -1};
+  const auto wrapped = apply_lora(m, lc);
+  EXPECT_EQ(wrapped, (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj",
+                                               "model.layers.4.self_attn.q_proj", "model.layers.4.mlp.down_proj"}));
+  {
+    at::NoGradGuard ng;
+    for (auto& [n, p] : lora_parameters(m)) p.add_(at::randn_like(p) * 0.05);
+  }
+  TempDir d;
+  export_adapter(m, d.str());
+  auto cfg = nlohmann::json::parse(read(d.path / "adapter_config.json"));
+  EXPECT_EQ(cfg["layers_to_transform"], nlohmann::json::array({0, 4}));
+  EXPECT_EQ(cfg["layers_pattern"], "layers");
+  Llama back = load_pretrained(kHf);
+  const auto loaded = load_adapter(back, d.str());
+  EXPECT_EQ(loaded.lora.layers, (std::vector<int64_t>{0, 4}));
+  EXPECT_EQ(lora_parameters(back).size(), 8u);
+  at::NoGradGuard ng;
+  EXPECT_TRUE(at::equal(logits(back, sample_ids()), logits(m, sample_ids())));
+
+  Llama other = load_pretrained(kHf);
+  lc.layers = {5};
+  EXPECT_NE(error_of([&] { apply_lora(other, lc); }).find("key `lora.layers`: layer 5 outside this model's 5 decoder layers"),
+            std::string::npos);
+}
+
 TEST(ModelExport, MergedRoundTripIsBitExact) {
   for (bool tied : {true, false}) {
     Llama m = load_pretrained(kHf);
