@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "data/align.h"
+#include "data/chat.h"
 #include "data/preprocess.h"
 #include "data/store.h"
 #include "data/tokenizer.h"
@@ -48,10 +49,18 @@ namespace {
 class LmEncoder : public data::Encoder {
  public:
   explicit LmEncoder(std::string system_prompt) : system_(std::move(system_prompt)) {}
+  // Conversations in another format than FastChat's (task.chat), with the model's special strings.
+  LmEncoder(data::ChatFormat chat, std::map<std::string, int32_t> specials)
+      : chat_(std::move(chat)), specials_(std::move(specials)), other_format_(true) {}
   std::string kind() const override { return "lm"; }
   std::vector<data::Field> fields() const override { return {{"loss_mask", data::DType::u8, data::Per::token}}; }
   // The prompt changes the stored ids of conversations: a store made with another one is remade.
-  std::string settings() const override { return conversation_ ? "system_prompt=" + system_ : ""; }
+  std::string settings() const override {
+    if (!conversation_) return "";
+    if (!other_format_) return "system_prompt=" + system_;
+    return fmt::format("chat={}|{}|{}|{}|{}|{}|{}|{}", chat_.name, chat_.prefix, chat_.system, chat_.user, chat_.assistant,
+                       chat_.system_prompt, chat_.trim, chat_.answer_alone);
+  }
   void check(const DataConfig& c) const override {
     if (c.format != "text" && c.format != "conversation")
       input_error("key `data.format`: method lm trains on text or conversation files, not `{}`", c.format);
@@ -73,7 +82,14 @@ class LmEncoder : public data::Encoder {
     }
     out.ids.clear();
     mask.clear();
-    encode_conversation(rec.turns, system_, ctx.tok, out.ids, mask);
+    if (!other_format_) {
+      encode_conversation(rec.turns, system_, ctx.tok, out.ids, mask);
+      return;
+    }
+    std::vector<data::Message> msgs;
+    for (const auto& t : rec.turns)
+      msgs.push_back({t.from == "gpt" || t.from == "assistant" ? "assistant" : t.from == "system" ? "system" : "user", t.value});
+    data::render_training(chat_, msgs, ctx.tok, specials_, out.ids, mask);
   }
   bool truncates() const override { return conversation_; }
   void finish(data::StoreData& all, const DataConfig& c) const override {
@@ -82,6 +98,9 @@ class LmEncoder : public data::Encoder {
   bool conversation_ = false;
 
  private:
+  data::ChatFormat chat_;
+  std::map<std::string, int32_t> specials_;
+  bool other_format_ = false;
   std::string system_;
 };
 
@@ -89,8 +108,16 @@ class LmEncoder : public data::Encoder {
 
 std::unique_ptr<data::Encoder> LmTask::encoder(const Recipe& r) const {
   recipe::Node tree = r.tree;  // the encoder only reads: the build() below writes the defaults
-  std::string prompt = recipe::Section::root(tree).sub("task").get_string("system_prompt", kDefaultSystemPrompt);
-  auto enc = std::make_unique<LmEncoder>(prompt);
+  recipe::Section task = recipe::Section::root(tree).sub("task");
+  data::ChatFormat chat = data::read_chat_format(task, "chat");
+  std::unique_ptr<LmEncoder> enc;
+  if (chat.name == "fastchat") {
+    enc = std::make_unique<LmEncoder>(task.get_string("system_prompt", kDefaultSystemPrompt));
+  } else {
+    chat.system_prompt = task.get_string("system_prompt", chat.system_prompt);
+    const data::Tokenizer tok = model::load_tokenizer(r.model.path);
+    enc = std::make_unique<LmEncoder>(chat, data::special_strings(tok, r.model.path));
+  }
   enc->conversation_ = r.data.format == "conversation";
   return enc;
 }
@@ -103,7 +130,8 @@ void LmTask::prepare(Split, data::Batch& b) const {
 
 void LmTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
-  task.get_string("system_prompt", kDefaultSystemPrompt);
+  const data::ChatFormat chat = data::read_chat_format(task, "chat");
+  task.get_string("system_prompt", chat.name == "fastchat" ? std::string(kDefaultSystemPrompt) : chat.system_prompt);
   task.finish();
   build_model_and_stores(r, world, comm);
 }

@@ -1,0 +1,227 @@
+#include "data/chat.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "data/tokenizer.h"
+
+namespace kiln::data {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const std::vector<std::string>& chat_preset_names() {
+  static const std::vector<std::string> names = {"fastchat", "llama3", "openchat", "chatml", "plain"};
+  return names;
+}
+
+ChatFormat chat_preset(const std::string& name) {
+  ChatFormat c;
+  c.name = name;
+  if (name == "fastchat") {  // methods/lm encode_conversation: `{system} USER: {q} ASSISTANT:` `{a}</s>`
+    c.prefix = "{bos}";
+    c.system = "{content} ";
+    c.user = "USER: {content} ASSISTANT:";
+    c.assistant = "{content}{eos}";
+    c.answer_alone = true;
+  } else if (name == "llama3") {  // Meta-Llama-3-8B-Instruct's chat_template (content trimmed)
+    c.prefix = "{bos}";
+    c.system = "<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>";
+    c.user = "<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>";
+    c.assistant = "<|start_header_id|>assistant<|end_header_id|>\n\n{content}<|eot_id|>";
+    c.generation = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    c.trim = true;
+  } else if (name == "openchat") {  // openchat-3.5's chat_template
+    c.prefix = "{bos}";
+    c.system = "GPT4 Correct System: {content}<|end_of_turn|>";
+    c.user = "GPT4 Correct User: {content}<|end_of_turn|>";
+    c.assistant = "GPT4 Correct Assistant: {content}<|end_of_turn|>";
+    c.generation = "GPT4 Correct Assistant:";
+  } else if (name == "chatml") {
+    c.system = "<|im_start|>system\n{content}<|im_end|>\n";
+    c.user = "<|im_start|>user\n{content}<|im_end|>\n";
+    c.assistant = "<|im_start|>assistant\n{content}<|im_end|>\n";
+    c.generation = "<|im_start|>assistant\n";
+  } else if (name == "plain") {
+    c.prefix = "{bos}";
+    c.system = "{content}\n";
+    c.user = "{content}\n";
+    c.assistant = "{content}\n";
+  } else {
+    std::string names;
+    for (auto& n : chat_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    input_error("chat format `{}`: unknown (presets: {}; or a map of prefix/system/user/assistant/generation)", name,
+                names);
+  }
+  return c;
+}
+
+namespace {
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  if (from.empty()) return s;
+  for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
+  return s;
+}
+
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+// Text with special strings: their ids, the text between encoded without BOS/EOS.
+void encode_with_specials(const std::string& text, const Tokenizer& tok,
+                          const std::map<std::string, int32_t>& specials, std::vector<int32_t>& out) {
+  size_t start = 0, i = 0;
+  auto flush = [&](size_t end) {
+    if (end > start) {
+      auto ids = tok.encode(text.substr(start, end - start), false, false);
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+  };
+  while (i < text.size()) {
+    const std::string* best = nullptr;
+    int32_t best_id = -1;
+    // Specials are few and short: the longest one starting here.
+    for (auto it = specials.lower_bound(std::string(1, text[i])); it != specials.end() && it->first[0] == text[i]; ++it)
+      if (text.compare(i, it->first.size(), it->first) == 0 && (!best || it->first.size() > best->size())) {
+        best = &it->first;
+        best_id = it->second;
+      }
+    if (!best) {
+      ++i;
+      continue;
+    }
+    flush(i);
+    out.push_back(best_id);
+    i += best->size();
+    start = i;
+  }
+  flush(text.size());
+}
+
+
+// Both renderings: with `mask`, every message is rendered and each assistant message's content
+// (encoded on its own) and the template text after it are targets; without, an assistant message
+// that ends the conversation stays open and the generation text follows a last user message.
+void render_impl(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
+                 const std::map<std::string, int32_t>& specials, std::vector<int32_t>& ids, std::vector<uint8_t>* mask) {
+  const std::string bos = tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "", eos = tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "";
+  auto expand = [&](const std::string& t) { return replace_all(replace_all(t, "{bos}", bos), "{eos}", eos); };
+  std::string text = expand(chat.prefix);
+  auto emit = [&](const std::string& s, bool target) {
+    const size_t before = ids.size();
+    encode_with_specials(s, tok, specials, ids);
+    if (mask) mask->insert(mask->end(), ids.size() - before, target ? 1 : 0);
+  };
+  std::vector<Message> msgs = messages;
+  if (!chat.system_prompt.empty() && (msgs.empty() || msgs[0].role != "system"))
+    msgs.insert(msgs.begin(), {"system", chat.system_prompt});
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const Message& m = msgs[i];
+    std::string content = chat.trim ? trim(m.content) : m.content;
+    const std::string& tmpl = m.role == "system" ? chat.system : m.role == "user" ? chat.user : chat.assistant;
+    const size_t at = tmpl.find("{content}");
+    const bool assistant = m.role == "assistant";
+    const bool open = !mask && assistant && i + 1 == msgs.size();  // the answer continues it
+    text += expand(tmpl.substr(0, at));
+    if (assistant && (mask || chat.answer_alone)) {
+      // The content on its own: spaces before it go with it (a SentencePiece word-start mark
+      // stands for one), so "Assistant: {content}" cuts as the whole text would.
+      size_t k = 0;
+      while (k < text.size() && text[text.size() - 1 - k] == ' ') ++k;
+      text.resize(text.size() - k);
+      if (tok.kind() == "sentencepiece" && k > 0) --k;
+      emit(text, false);
+      text.clear();
+      emit(std::string(k, ' ') + content, true);
+      if (mask && !open) {
+        emit(expand(tmpl.substr(at + 9)), true);  // the end of the turn is learned too
+        continue;
+      }
+    } else {
+      text += content;
+    }
+    if (!open) text += expand(tmpl.substr(at + 9));
+  }
+  if (!mask && (msgs.empty() || msgs.back().role != "assistant")) text += expand(chat.generation);
+  emit(text, false);
+}
+
+}  // namespace
+
+ChatFormat read_chat_format(recipe::Section& s, const std::string& key) {
+  const recipe::Node* n = s.raw(key);
+  if (!n || n->kind == recipe::Node::Kind::Null) return chat_preset("fastchat");
+  if (n->kind == recipe::Node::Kind::Scalar) {
+    try {
+      return chat_preset(n->scalar);
+    } catch (const InputError& e) {
+      input_error("{}: key `{}`: {}", n->where(), s.key_path(key), e.what());
+    }
+  }
+  recipe::Section c = s.sub(key);
+  ChatFormat f = chat_preset(c.get_choice("base", "plain", chat_preset_names()));
+  f.name = "custom";
+  f.prefix = c.get_string("prefix", f.prefix);
+  f.system = c.get_string("system", f.system);
+  f.user = c.get_string("user", f.user);
+  f.assistant = c.get_string("assistant", f.assistant);
+  f.generation = c.get_string("generation", f.generation);
+  f.system_prompt = c.get_string("system_prompt", f.system_prompt);
+  f.trim = c.get_bool("trim", f.trim);
+  f.answer_alone = c.get_bool("answer_alone", f.answer_alone);
+  for (const auto* t : {&f.system, &f.user, &f.assistant})
+    if (t->find("{content}") == std::string::npos)
+      input_error("{}: key `{}`: every message template needs {{content}}, `{}` has none", s.where(key),
+                  s.key_path(key), *t);
+  c.finish();
+  return f;
+}
+
+std::map<std::string, int32_t> special_strings(const Tokenizer& tok, const std::string& model_dir) {
+  std::map<std::string, int32_t> out;
+  for (int32_t id = 0; id < tok.vocab_size(); ++id)
+    if (tok.is_special(id)) {
+      const std::string p = tok.piece(id);
+      if (!p.empty()) out.emplace(p, id);
+    }
+  const fs::path cfg = fs::path(model_dir) / "tokenizer_config.json";
+  if (fs::exists(cfg)) {
+    json j;
+    try {
+      j = json::parse(read_file(cfg.string()));
+    } catch (const json::exception& e) {
+      input_error("{}: not JSON ({})", cfg.string(), e.what());
+    }
+    if (j.contains("added_tokens_decoder") && j["added_tokens_decoder"].is_object())
+      for (const auto& [id, t] : j["added_tokens_decoder"].items())
+        if (t.is_object() && t.contains("content") && t["content"].is_string()) {
+          int32_t v = -1;
+          try {
+            v = std::stoi(id);
+          } catch (const std::exception&) {
+            input_error("{}: added_tokens_decoder key `{}` is not an id", cfg.string(), id);
+          }
+          out.emplace(t["content"].get<std::string>(), v);
+        }
+  }
+  return out;
+}
+
+
+std::vector<int32_t> render(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
+                            const std::map<std::string, int32_t>& specials) {
+  std::vector<int32_t> ids;
+  render_impl(chat, messages, tok, specials, ids, nullptr);
+  return ids;
+}
+
+void render_training(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
+                     const std::map<std::string, int32_t>& specials, std::vector<int32_t>& ids, std::vector<uint8_t>& mask) {
+  render_impl(chat, messages, tok, specials, ids, &mask);
+}
+
+}  // namespace kiln::data

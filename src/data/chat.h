@@ -1,0 +1,57 @@
+// Conversation formats: how a list of messages becomes a model's token ids, for inference (a
+// prompt that ends where the assistant's answer starts: kiln lep bench) and for training (every
+// message, with the assistant's turns as targets: method lm's `task.chat`). Templates hold
+// {content}; {bos} and {eos} stand for the tokenizer's BOS and EOS strings. Any special token's
+// string in the rendered text (the tokenizer's special pieces and added tokens, and
+// tokenizer_config.json's added_tokens_decoder) becomes its id, as Hugging Face tokenizers treat a
+// rendered chat template; the text between is encoded without BOS. The presets follow the models'
+// own Jinja chat templates, which kiln does not execute.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/recipe.h"
+
+namespace kiln::data {
+
+class Tokenizer;
+
+struct ChatFormat {
+  std::string name;
+  std::string prefix;         // once, first (e.g. "{bos}")
+  std::string system;         // a system message
+  std::string user;           // a user message
+  std::string assistant;      // a complete assistant message; a last, open one ends at its content
+  std::string generation;     // after a last user message: where the assistant's answer starts
+  std::string system_prompt;  // a system message added when the conversation has none ("": none)
+  bool trim = false;          // strip each message's surrounding whitespace (LLaMA-3's template does)
+  bool answer_alone = false;  // in prompts too, an assistant message's content is encoded on its own
+};
+// fastchat (kiln lm's default conversation template, UniversalNER's), llama3, openchat, chatml, plain.
+ChatFormat chat_preset(const std::string& name);
+const std::vector<std::string>& chat_preset_names();
+// `key` of a recipe section: a preset's name, or a map of the ChatFormat fields over `base` (a
+// preset, default plain). InputError naming file:line and key.
+ChatFormat read_chat_format(recipe::Section& s, const std::string& key);
+
+struct Message {
+  std::string role;  // system | user | assistant
+  std::string content;
+};
+
+// The special strings of a model folder's tokenizer (see above).
+std::map<std::string, int32_t> special_strings(const Tokenizer& tok, const std::string& model_dir);
+
+// A prompt: the prefix, the messages (a last assistant message left open: the answer continues
+// it) and, after a last user message, the generation text.
+std::vector<int32_t> render(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
+                            const std::map<std::string, int32_t>& specials);
+// A training example: every message; mask is 1 on each assistant message's content (encoded on its
+// own, the spaces before it with it) and on its template's text after the content (the end of the
+// turn, e.g. <|eot_id|>), 0 elsewhere. Appends to ids and mask.
+void render_training(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
+                     const std::map<std::string, int32_t>& specials, std::vector<int32_t>& ids, std::vector<uint8_t>& mask);
+
+}  // namespace kiln::data
