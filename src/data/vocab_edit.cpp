@@ -269,13 +269,21 @@ ShrinkSummary shrink_tokenizer(const Tokenizer& base, const std::vector<int64_t>
   return s;
 }
 
+std::string append_control_pieces(const std::string& model_proto, const std::vector<std::string>& pieces) {
+  std::string proto = model_proto;
+  for (const auto& p : pieces) proto += piece_message(p, 0.0f, 3);
+  return proto;
+}
+
 std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok) {
   json c = json::parse(config_json, nullptr, false);
   if (c.is_discarded() || !c.is_object() || !c.contains("added_tokens_decoder")) return config_json;
   json out = json::object();
   for (auto& [id, entry] : c["added_tokens_decoder"].items()) {
-    const int32_t now = tok.piece_to_id(entry.value("content", std::string()));
-    out[std::to_string(now >= 0 ? now : std::stoi(id))] = entry;
+    // piece_to_id gives the unknown piece's id for an absent one: only the piece itself counts.
+    const std::string content = entry.value("content", std::string());
+    const int32_t now = tok.piece_to_id(content);
+    out[std::to_string(now >= 0 && tok.piece(now) == content ? now : std::stoi(id))] = entry;
   }
   c["added_tokens_decoder"] = out;
   return c.dump(2) + "\n";

@@ -51,6 +51,12 @@ ShrinkSummary shrink_tokenizer(const Tokenizer& base, const std::vector<int64_t>
 // library loads it with sentencepiece's ids (tests/data/test_tokenizer_cli.sh checks them).
 std::string sentencepiece_tokenizer_json(const std::string& model_proto, const std::string& origin);
 
+// A SentencePiece model proto with `pieces` appended as control pieces (score 0), at ids
+// vocab_size, vocab_size + 1, ...: an instruct model's chat tokens carried onto a new vocabulary.
+// Like <s>, sentencepiece does not match them in text; kiln's prompts and Hugging Face tokenizers
+// (where they are special added tokens) do.
+std::string append_control_pieces(const std::string& model_proto, const std::vector<std::string>& pieces);
+
 // tokenizer_config.json's `added_tokens_decoder` (keyed by id) renumbered for `tok` by content.
 std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok);
 

@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -128,38 +130,76 @@ PropagateReport propagate(const std::string& base, const std::string& instruct, 
               mode_name(mode), mode == Mode::Conversion ? int64_t(T.rows.size()) : shared, rep.e.rank, rep.e.residual,
               rep.h.rank, rep.h.residual);
 
-  // I's own tokens (chat tokens past the base vocabulary) go after the donor's, rows from I.
+  // I's own tokens (chat tokens past the base vocabulary) go after the donor's, rows from I: those
+  // of its tokenizer, and those only its tokenizer_config.json names (a SentencePiece instruct
+  // model such as OpenChat keeps its chat tokens there, not in tokenizer.model). Rows past both
+  // (padding of the embedding matrix) are no tokens and are dropped.
+  std::map<int32_t, std::string> configured;
+  const fs::path inst_config = fs::path(instruct) / "tokenizer_config.json";
+  if (fs::exists(inst_config)) {
+    const json c = json::parse(read_file(inst_config.string()), nullptr, false);
+    if (c.is_object() && c.contains("added_tokens_decoder") && c["added_tokens_decoder"].is_object())
+      for (const auto& [key, entry] : c["added_tokens_decoder"].items()) {
+        char* end = nullptr;
+        const long id = std::strtol(key.c_str(), &end, 10);
+        if (end && *end == 0 && entry.is_object() && entry.contains("content") && entry["content"].is_string())
+          configured.emplace(int32_t(id), entry["content"].get<std::string>());
+      }
+  }
   std::vector<int32_t> own;
-  for (int32_t id = int32_t(shared); id < inst_tok.vocab_size() && id < EI.size(0); ++id) own.push_back(id);
+  std::vector<std::string> own_text;
+  std::vector<bool> own_special;
+  for (int32_t id = int32_t(shared); id < EI.size(0); ++id) {
+    if (id < inst_tok.vocab_size()) {
+      own.push_back(id);
+      own_text.push_back(inst_tok.piece(id));
+      own_special.push_back(inst_tok.is_special(id));
+    } else if (auto it = configured.find(id); it != configured.end()) {
+      own.push_back(id);
+      own_text.push_back(it->second);
+      own_special.push_back(true);
+    }
+  }
   std::vector<at::Tensor> E_parts{apply(ER, rep.e.W, block_rows)}, H_parts{apply(HR, rep.h.W, block_rows)};
   if (!own.empty()) {
     at::Tensor idx = at::tensor(std::vector<int64_t>(own.begin(), own.end()), at::kLong);
     E_parts.push_back(EI.index_select(0, idx).to(at::kFloat));
     H_parts.push_back(HI.index_select(0, idx).to(at::kFloat));
   }
-  const at::Tensor E = at::cat(E_parts), H = at::cat(H_parts);
+  // No second copy of the donor-sized matrices when nothing is appended (at 7-8B each is GiBs).
+  const at::Tensor E = E_parts.size() == 1 ? E_parts[0] : at::cat(E_parts);
+  const at::Tensor H = H_parts.size() == 1 ? H_parts[0] : at::cat(H_parts);
+  E_parts.clear();
+  H_parts.clear();
   rep.rows = E.size(0);
   rep.appended = int64_t(own.size());
 
   fs::create_directories(out_dir);
   write_model(I, E, H, inst_tok, donor_tok, out_dir);
-  if (!own.empty()) {
+  if (!own.empty() && donor_tok.kind() == "bpe") {
     // The donor's tokenizer.json with I's own tokens appended as added tokens at their new ids.
-    if (donor_tok.kind() != "bpe")
-      input_error("{} has {} tokens of its own past the base vocabulary; appending them to a SentencePiece donor "
-                  "tokenizer is not implemented (planned): give a tokenizer.json donor",
-                  instruct, own.size());
     const fs::path tok_path = fs::path(out_dir) / "tokenizer.json";
     json tj = json::parse(read_file(tok_path.string()));
     int64_t next = ER.size(0);
-    for (int32_t id : own)
-      tj["added_tokens"].push_back({{"id", next++}, {"content", inst_tok.piece(id)}, {"single_word", false},
+    for (size_t k = 0; k < own.size(); ++k)
+      tj["added_tokens"].push_back({{"id", next++}, {"content", own_text[k]}, {"single_word", false},
                                     {"lstrip", false}, {"rstrip", false}, {"normalized", false},
-                                    {"special", inst_tok.is_special(id)}});
+                                    {"special", bool(own_special[k])}});
     write_file_atomic(tok_path.string(), tj.dump() + "\n");
+  } else if (!own.empty()) {
+    // A SentencePiece donor: the tokens appended to its model as control pieces, whose ids are
+    // the rows appended above only when the donor's tokenizer covers exactly its embedding rows.
+    if (donor_tok.vocab_size() != ER.size(0))
+      input_error("{}: its tokenizer has {} pieces and its embeddings {} rows, so {}'s {} own tokens cannot be "
+                  "appended at matching ids",
+                  donor, donor_tok.vocab_size(), ER.size(0), instruct, own.size());
+    const fs::path model_path = fs::path(out_dir) / "tokenizer.model";
+    const std::string proto = data::append_control_pieces(read_file(model_path.string()), own_text);
+    write_file_atomic(model_path.string(), proto);
+    write_file_atomic((fs::path(out_dir) / "tokenizer.json").string(),
+                      data::sentencepiece_tokenizer_json(proto, model_path.string()));
   }
   // I's tokenizer configuration (its chat template above all), with ids renumbered for the output.
-  const fs::path inst_config = fs::path(instruct) / "tokenizer_config.json";
   if (fs::exists(inst_config)) {
     const data::Tokenizer out_tok(out_dir);
     write_file_atomic((fs::path(out_dir) / "tokenizer_config.json").string(),

@@ -119,3 +119,61 @@ TEST(LepPropagate, RecoversAKnownMapOnStories260K) {
   }
   fs::remove_all(dir);
 }
+
+// An instruct model whose chat tokens only its tokenizer_config.json names (OpenChat keeps
+// <|end_of_turn|> there, beside a 32,000-piece tokenizer.model), propagated onto a SentencePiece
+// donor: the tokens follow the donor's ids with I's rows, as control pieces of the written
+// tokenizer.model (and special added tokens of its tokenizer.json), and the configuration's ids
+// are renumbered to them.
+TEST(LepPropagate, ChatTokensOfAnInstructModelOntoASentencePieceDonor) {
+  const fs::path dir = fs::temp_directory_path() / ("kiln_lep_chat_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "instruct");
+  kiln::model::SafeTensorsFile base(kStories + "/model.safetensors");
+  at::manual_seed(5);
+  const at::Tensor chat_rows = at::randn({2, 64});
+  kiln::model::NamedTensorList tensors;
+  for (auto& [name, e] : base.entries()) {
+    at::Tensor t = base.load(name);
+    if (name == "model.embed_tokens.weight") t = at::cat({t, chat_rows});
+    tensors.emplace_back(name, t);
+  }
+  kiln::model::write_safetensors((dir / "instruct/model.safetensors").string(), tensors);
+  fs::copy_file(fs::path(kStories) / "tokenizer.model", dir / "instruct/tokenizer.model");
+  auto config = nlohmann::json::parse(kiln::read_file(kStories + "/config.json"));
+  config["vocab_size"] = 514;
+  kiln::write_file_atomic((dir / "instruct/config.json").string(), config.dump());
+  const nlohmann::json tok_config = {
+      {"chat_template", "{{ bos_token }}..."},
+      {"added_tokens_decoder",
+       {{"2", {{"content", "</s>"}, {"special", true}}},
+        {"512", {{"content", "<|end_of_turn|>"}, {"special", true}}},
+        {"513", {{"content", "<|pad_0|>"}, {"special", true}}}}}};
+  kiln::write_file_atomic((dir / "instruct/tokenizer_config.json").string(), tok_config.dump());
+  init_model(kStories, kShared + "/models/llama2-tokenizer", (dir / "donor").string());
+
+  const fs::path out = dir / "swap";
+  const PropagateReport r =
+      propagate(kStories, (dir / "instruct").string(), (dir / "donor").string(), Mode::Swap, out.string(), 4096);
+  EXPECT_EQ(r.rows, 32002);
+  EXPECT_EQ(r.appended, 2);
+  kiln::model::SafeTensorsFile got((out / "model.safetensors").string());
+  EXPECT_TRUE(at::equal(got.load("model.embed_tokens.weight").slice(0, 32000), chat_rows));
+  EXPECT_TRUE(at::equal(got.load("lm_head.weight").slice(0, 32000), chat_rows));  // tied in I: H is E
+  const kiln::data::Tokenizer tok(out.string());
+  ASSERT_EQ(tok.vocab_size(), 32002);
+  EXPECT_EQ(tok.piece(32000), "<|end_of_turn|>");
+  EXPECT_EQ(tok.piece(32001), "<|pad_0|>");
+  EXPECT_TRUE(tok.is_special(32000));
+  EXPECT_EQ(tok.piece(31999), kiln::data::Tokenizer(kShared + "/models/llama2-tokenizer").piece(31999));
+  const auto tj = nlohmann::json::parse(kiln::read_file((out / "tokenizer.json").string()));
+  bool found = false;
+  for (const auto& a : tj["added_tokens"]) found = found || (a["id"] == 32000 && a["content"] == "<|end_of_turn|>" && a["special"]);
+  EXPECT_TRUE(found);
+  const auto cfg = nlohmann::json::parse(kiln::read_file((out / "tokenizer_config.json").string()));
+  EXPECT_EQ(cfg["added_tokens_decoder"]["32000"]["content"], "<|end_of_turn|>");
+  EXPECT_EQ(cfg["added_tokens_decoder"]["32001"]["content"], "<|pad_0|>");
+  EXPECT_EQ(cfg["added_tokens_decoder"]["2"]["content"], "</s>");
+  EXPECT_EQ(cfg["chat_template"], "{{ bos_token }}...");
+  fs::remove_all(dir);
+}
