@@ -228,3 +228,38 @@ TEST(ChatTraining, OpenChatAnswerCutsAsTheWholeText) {
   for (uint8_t m : mask) n += m;
   EXPECT_EQ(n, tok.encode("Hello there", false, false).size() + 1);
 }
+
+// The presets against the models' own Jinja chat templates, rendered by transformers'
+// apply_chat_template (tests/methods/lep/chat_reference.py, the project's .venv): LLaMA-3's, and
+// OpenChat-3.5's over Mistral's tokenizer with OpenChat's tokenizer_config.json (its
+// <|end_of_turn|> only there), on the conversations of that script.
+TEST(ChatPresets, EqualTheModelsChatTemplates) {
+  const std::string python = std::string(KILN_SOURCE_DIR) + "/.venv/bin/python";
+  if (!fs::exists(python)) GTEST_SKIP() << python << " is missing: run scripts/install-deps.sh (it makes .venv)";
+  if (std::system((python + " -c 'import transformers' 2> /dev/null").c_str()) != 0)
+    GTEST_SKIP() << "transformers is not installed in .venv";
+  TempDir dir;
+  const fs::path openchat = dir.path / "openchat";
+  fs::create_directories(openchat);
+  for (const char* f : {"tokenizer.model", "tokenizer.json"})
+    fs::copy_file(kShared + "/models/mistral-tokenizer/" + f, openchat / f);
+  fs::copy_file(kShared + "/models/openchat-tokenizer/tokenizer_config.json", openchat / "tokenizer_config.json");
+  const std::string llama3 = kShared + "/models/llama3-tokenizer";
+  const std::string out = (dir.path / "ref.json").string();
+  const std::string cmd = python + " " + KILN_SOURCE_DIR + "/tests/methods/lep/chat_reference.py " + out + " " + llama3 +
+                          " " + openchat.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const json ref = json::parse(std::ifstream(out));
+  const std::vector<std::vector<Message>> convs = {
+      {{"user", "Привет! Как дела?"}},
+      {{"user", "Привет! Как дела?"}, {"assistant", "Хорошо."}, {"user", "Repeat: it 's a charming and often affecting journey ."}},
+      {{"system", "Be brief."}, {"user", "2 + 2 = ?"}}};
+  for (const auto& [d, preset] : {std::pair<std::string, std::string>{llama3, "llama3"}, {openchat.string(), "openchat"}}) {
+    const kiln::data::Tokenizer tok(d);
+    const auto specials = special_strings(tok, d);
+    for (size_t i = 0; i < convs.size(); ++i) {
+      const auto got = render(chat_preset(preset), convs[i], tok, specials);
+      EXPECT_EQ(json(got), ref[d][i]) << preset << " conversation " << i;
+    }
+  }
+}
