@@ -1,16 +1,10 @@
 #include "data/chat.h"
 
-#include <filesystem>
-#include <nlohmann/json.hpp>
-
 #include "core/error.h"
-#include "core/files.h"
 #include "data/tokenizer.h"
+#include "data/vocab_edit.h"
 
 namespace kiln::data {
-
-namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 const std::vector<std::string>& chat_preset_names() {
   static const std::vector<std::string> names = {"fastchat", "llama3", "openchat", "chatml", "plain"};
@@ -188,29 +182,9 @@ std::map<std::string, int32_t> special_strings(const Tokenizer& tok, const std::
       const std::string p = tok.piece(id);
       if (!p.empty()) out.emplace(p, id);
     }
-  const fs::path cfg = fs::path(model_dir) / "tokenizer_config.json";
-  if (fs::exists(cfg)) {
-    json j;
-    try {
-      j = json::parse(read_file(cfg.string()));
-    } catch (const json::exception& e) {
-      input_error("{}: not JSON ({})", cfg.string(), e.what());
-    }
-    if (j.contains("added_tokens_decoder") && j["added_tokens_decoder"].is_object())
-      for (const auto& [id, t] : j["added_tokens_decoder"].items())
-        if (t.is_object() && t.contains("content") && t["content"].is_string()) {
-          int32_t v = -1;
-          try {
-            v = std::stoi(id);
-          } catch (const std::exception&) {
-            input_error("{}: added_tokens_decoder key `{}` is not an id", cfg.string(), id);
-          }
-          out.emplace(t["content"].get<std::string>(), v);
-        }
-  }
+  for (const auto& [id, content] : configured_added_tokens(model_dir)) out.emplace(content, id);
   return out;
 }
-
 
 std::vector<int32_t> render(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
                             const std::map<std::string, int32_t>& specials) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <unordered_map>
@@ -273,6 +274,28 @@ std::string append_control_pieces(const std::string& model_proto, const std::vec
   std::string proto = model_proto;
   for (const auto& p : pieces) proto += piece_message(p, 0.0f, 3);
   return proto;
+}
+
+std::map<int32_t, std::string> configured_added_tokens(const std::string& model_dir) {
+  std::map<int32_t, std::string> out;
+  const fs::path cfg = fs::path(model_dir) / "tokenizer_config.json";
+  if (!fs::exists(cfg)) return out;
+  json j;
+  try {
+    j = json::parse(read_file(cfg.string()));
+  } catch (const json::exception& e) {
+    input_error("{}: not JSON ({})", cfg.string(), e.what());
+  }
+  if (!j.is_object() || !j.contains("added_tokens_decoder") || !j["added_tokens_decoder"].is_object()) return out;
+  for (const auto& [key, entry] : j["added_tokens_decoder"].items()) {
+    if (!entry.is_object() || !entry.contains("content") || !entry["content"].is_string()) continue;
+    char* end = nullptr;
+    const long id = std::strtol(key.c_str(), &end, 10);
+    if (key.empty() || *end != 0 || id < 0 || id > std::numeric_limits<int32_t>::max())
+      input_error("{}: added_tokens_decoder key `{}` is not an id", cfg.string(), key);
+    out.emplace(int32_t(id), entry["content"].get<std::string>());
+  }
+  return out;
 }
 
 std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok) {

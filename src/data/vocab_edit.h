@@ -2,6 +2,7 @@
 // lacks, appended after its ids, so that every old id keeps its meaning.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,11 @@ std::string sentencepiece_tokenizer_json(const std::string& model_proto, const s
 // Like <s>, sentencepiece does not match them in text; kiln's prompts and Hugging Face tokenizers
 // (where they are special added tokens) do.
 std::string append_control_pieces(const std::string& model_proto, const std::vector<std::string>& pieces);
+
+// The tokens a model folder's tokenizer_config.json names in `added_tokens_decoder`, by id (none
+// without the file or the field). A SentencePiece model's chat tokens (OpenChat's <|end_of_turn|>)
+// live only there. InputError naming the file for one that is not JSON or a key that is not an id.
+std::map<int32_t, std::string> configured_added_tokens(const std::string& model_dir);
 
 // tokenizer_config.json's `added_tokens_decoder` (keyed by id) renumbered for `tok` by content.
 std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok);

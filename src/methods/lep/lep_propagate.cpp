@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -134,18 +133,7 @@ PropagateReport propagate(const std::string& base, const std::string& instruct, 
   // of its tokenizer, and those only its tokenizer_config.json names (a SentencePiece instruct
   // model such as OpenChat keeps its chat tokens there, not in tokenizer.model). Rows past both
   // (padding of the embedding matrix) are no tokens and are dropped.
-  std::map<int32_t, std::string> configured;
-  const fs::path inst_config = fs::path(instruct) / "tokenizer_config.json";
-  if (fs::exists(inst_config)) {
-    const json c = json::parse(read_file(inst_config.string()), nullptr, false);
-    if (c.is_object() && c.contains("added_tokens_decoder") && c["added_tokens_decoder"].is_object())
-      for (const auto& [key, entry] : c["added_tokens_decoder"].items()) {
-        char* end = nullptr;
-        const long id = std::strtol(key.c_str(), &end, 10);
-        if (end && *end == 0 && entry.is_object() && entry.contains("content") && entry["content"].is_string())
-          configured.emplace(int32_t(id), entry["content"].get<std::string>());
-      }
-  }
+  const std::map<int32_t, std::string> configured = data::configured_added_tokens(instruct);
   std::vector<int32_t> own;
   std::vector<std::string> own_text;
   std::vector<bool> own_special;
@@ -200,6 +188,7 @@ PropagateReport propagate(const std::string& base, const std::string& instruct, 
                       data::sentencepiece_tokenizer_json(proto, model_path.string()));
   }
   // I's tokenizer configuration (its chat template above all), with ids renumbered for the output.
+  const fs::path inst_config = fs::path(instruct) / "tokenizer_config.json";
   if (fs::exists(inst_config)) {
     const data::Tokenizer out_tok(out_dir);
     write_file_atomic((fs::path(out_dir) / "tokenizer_config.json").string(),

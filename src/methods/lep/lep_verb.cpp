@@ -77,9 +77,15 @@ int run_bench() {
   for (const auto& name : g_bench.only)
     if (std::none_of(table.tasks.begin(), table.tasks.end(), [&](const TaskSpec& t) { return t.name == name; }))
       input_error("--task {}: no such task in {}", name, g_bench.tasks);
+  if (!g_bench.only.empty())  // the tasks --task names, in the table's order
+    table.tasks.erase(std::remove_if(table.tasks.begin(), table.tasks.end(),
+                                     [](const TaskSpec& t) {
+                                       return std::find(g_bench.only.begin(), g_bench.only.end(), t.name) ==
+                                              g_bench.only.end();
+                                     }),
+                      table.tasks.end());
   for (const auto& task : table.tasks)
-    if ((g_bench.only.empty() || std::find(g_bench.only.begin(), g_bench.only.end(), task.name) != g_bench.only.end()) &&
-        !fs::is_regular_file(task.file))
+    if (!fs::is_regular_file(task.file))
       input_error("{}: task `{}`: no records file {} (or run the others with --task)", task.where, task.name, task.file);
   model::Llama model = model::load_pretrained(g_bench.model, model::parse_dtype(g_bench.dtype), c10::Device(g_bench.device));
   const data::Tokenizer tok = model::load_tokenizer(g_bench.model);
@@ -88,8 +94,6 @@ int run_bench() {
   opts.max_len = g_bench.max_len;
   std::vector<TaskResult> results;
   for (const auto& task : table.tasks) {
-    if (!g_bench.only.empty() && std::find(g_bench.only.begin(), g_bench.only.end(), task.name) == g_bench.only.end())
-      continue;
     const auto t0 = std::chrono::steady_clock::now();
     results.push_back(run_task(model, tok, specials, chat, task, opts));
     log::info("{}: {} records, score {:.4f}{} ({:.1f} s)", task.name, results.back().records, results.back().score,
