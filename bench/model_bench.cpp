@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     m = load_pretrained(model_dir);
   }
   kiln::LoraConfig lc;  // r 8, alpha 16, q_proj + v_proj: PEFT's LLaMA default
-  apply_lora(m, lc);
+  apply_lora(m, lc, {});
   m->set_activation_checkpointing(ckpt);
   m->train();
   const int64_t V = m->config().vocab_size;

@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     lc.r = rank;
     lc.alpha = 2.0 * rank;
     lc.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-    apply_lora(m, lc);
+    apply_lora(m, lc, {});
   }
   m->set_activation_checkpointing(ckpt);
   m->train();

@@ -16,6 +16,7 @@ void read_model(recipe::Section s, ModelConfig& c) {
   c.dtype = s.get_choice("dtype", c.dtype, {"float32", "bfloat16", "float16"});
   c.attention = s.get_choice("attention", c.attention, {"causal", "bidirectional"});
   c.activation_checkpointing = s.get_bool("activation_checkpointing", c.activation_checkpointing);
+  c.freeze = s.get_strings("freeze", c.freeze);
   s.finish();
 }
 

@@ -15,6 +15,7 @@ struct ModelConfig {
   std::string dtype = "float32";           // float32 | bfloat16 | float16: weights of the frozen base
   std::string attention = "causal";        // causal | bidirectional (LS-unLLaMA)
   bool activation_checkpointing = false;   // recompute each decoder layer in backward
+  std::vector<std::string> freeze;         // full fine-tuning: modules kept frozen (e.g. embed_tokens, lm_head)
 };
 
 struct LoraConfig {

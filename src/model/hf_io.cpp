@@ -269,7 +269,7 @@ LoadedAdapter load_adapter(Llama& model, const std::string& dir) {
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
     out.base_model = j["base_model_name_or_path"].get<std::string>();
   if (has_lora(model)) input_error("{}: the model already has a LoRA adapter", dir);
-  apply_lora(model, out.lora);
+  apply_lora(model, out.lora, {});
 
   std::map<std::string, at::Tensor> params;
   for (auto& p : model->named_parameters()) params.emplace(p.key(), p.value());

@@ -40,14 +40,39 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+// requires_grad of every parameter but LoRA's of the modules named (matched as targets are; a tied
+// lm_head is embed_tokens); `key` names the recipe key in errors.
+void set_modules_trainable(Llama& model, const std::vector<std::string>& names, bool trainable, const char* key) {
+  for (const auto& name : names) {
+    std::string target = name;
+    if (target == "lm_head" && model->config().tie_word_embeddings) {
+      log::warn("{}: lm_head is tied to embed_tokens in this model; {} both", key, trainable ? "training" : "freezing");
+      target = "embed_tokens";
+    }
+    bool found = false;
+    for (const auto& item : model->named_modules("", false)) {
+      if (!name_matches(item.key(), target)) continue;
+      for (auto& p : item.value()->named_parameters())
+        if (!is_lora_param(p.key())) p.value().set_requires_grad(trainable);
+      found = true;
+    }
+    if (!found)
+      input_error("key `{}`: `{}` names no module of this model (e.g. embed_tokens, lm_head, norm, layers.0)", key, name);
+  }
+}
+
 }  // namespace
 
-std::vector<std::string> apply_lora(Llama& model, const kiln::LoraConfig& cfg) {
+std::vector<std::string> apply_lora(Llama& model, const kiln::LoraConfig& cfg, const std::vector<std::string>& freeze) {
   std::vector<std::string> wrapped;
   if (!cfg.enabled) {
     for (auto& p : model->parameters()) p.set_requires_grad(true);
+    set_modules_trainable(model, freeze, false, "model.freeze");
     return wrapped;
   }
+  if (!freeze.empty())
+    input_error("key `model.freeze`: LoRA (lora.enabled) already freezes every base weight; name what trains "
+                "beside the adapters in lora.extra_trainable instead");
   if (cfg.r <= 0) input_error("key `lora.r`: must be a positive rank, got {}", cfg.r);
   if (cfg.dropout < 0 || cfg.dropout >= 1) input_error("key `lora.dropout`: must be in [0, 1), got {}", cfg.dropout);
   std::vector<std::string> targets;
@@ -87,23 +112,7 @@ std::vector<std::string> apply_lora(Llama& model, const kiln::LoraConfig& cfg) {
 
   // Freeze the base, then unfreeze adapters and the extra modules.
   for (auto& p : model->named_parameters()) p.value().set_requires_grad(is_lora_param(p.key()));
-  for (const auto& extra : cfg.extra_trainable) {
-    std::string target = extra;
-    if (target == "lm_head" && model->config().tie_word_embeddings) {
-      log::warn("lora.extra_trainable: lm_head is tied to embed_tokens in this model; training embed_tokens");
-      target = "embed_tokens";
-    }
-    bool found = false;
-    for (const auto& item : model->named_modules("", false)) {
-      if (!name_matches(item.key(), target)) continue;
-      for (auto& p : item.value()->named_parameters())
-        if (!is_lora_param(p.key())) p.value().set_requires_grad(true);
-      found = true;
-    }
-    if (!found)
-      input_error("key `lora.extra_trainable`: `{}` names no module of this model (e.g. embed_tokens, lm_head, norm)",
-                  extra);
-  }
+  set_modules_trainable(model, cfg.extra_trainable, true, "lora.extra_trainable");
   return wrapped;
 }
 

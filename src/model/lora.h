@@ -20,9 +20,11 @@ const std::vector<std::string>& lora_target_names();
 
 // With cfg.enabled: adds adapters to the matching projections and freezes every other parameter
 // except those of the modules in cfg.extra_trainable (e.g. embed_tokens, lm_head). Without it:
-// no adapters, every parameter trainable (full fine-tuning). Returns the HF names of the wrapped
-// modules. A target or extra module that matches nothing is an InputError naming the recipe key.
-std::vector<std::string> apply_lora(Llama& model, const kiln::LoraConfig& cfg);
+// no adapters, every parameter trainable (full fine-tuning) except those of the modules in `freeze`
+// (model.freeze: e.g. an instruct model tuned with its embeddings kept, as LEP propagation assumes).
+// Returns the HF names of the wrapped modules. A target, extra or frozen module that matches
+// nothing, or `freeze` with LoRA (which freezes the base already), is an InputError naming the key.
+std::vector<std::string> apply_lora(Llama& model, const kiln::LoraConfig& cfg, const std::vector<std::string>& freeze);
 
 bool has_lora(Llama& model);
 void merge_lora(Llama& model);    // W += scaling * B A in every adapted projection

@@ -37,6 +37,13 @@ double host_memory() {
 
 std::string gib(double b) { return fmt::format("{:.2f} GiB", b / double(1ull << 30)); }
 
+// Module names as apply_lora reads them: a tied lm_head is embed_tokens; each counted once.
+std::set<std::string> module_set(const std::vector<std::string>& names, const model::LlamaConfig& c) {
+  std::set<std::string> out;
+  for (const auto& m : names) out.insert(m == "lm_head" && c.tie_word_embeddings ? "embed_tokens" : m);
+  return out;
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_size, int local_size, c10::Device dev) {
@@ -57,9 +64,17 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
 
   const double e = dtype_bytes(r.model.dtype);
   if (!r.lora.enabled) {
-    p.trainable = p.parameters;
+    // model.freeze: the embeddings, head and final norm are subtracted; other names (a layer, a
+    // projection) are counted as trained, so the plan errs high.
+    int64_t frozen = 0;
+    for (const auto& m : module_set(r.model.freeze, c)) {
+      if (m == "embed_tokens") frozen += embed;
+      else if (m == "lm_head") frozen += head;
+      else if (m == "norm") frozen += h;
+    }
+    p.trainable = p.parameters - frozen;
     p.weights = double(p.parameters) * e;
-    p.gradients = double(p.parameters) * e;
+    p.gradients = double(p.trainable) * e;
   } else {
     std::set<std::string> targets(r.lora.target_modules.begin(), r.lora.target_modules.end());
     int64_t lora = 0;
@@ -67,9 +82,9 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
       if (targets.count(pr.name)) lora += r.lora.r * (pr.in + pr.out);
     lora *= L;
     int64_t extra = 0;  // whole modules trained beside LoRA (LEP: embeddings and head)
-    for (const auto& m : r.lora.extra_trainable) {
+    for (const auto& m : module_set(r.lora.extra_trainable, c)) {
       if (m == "embed_tokens") extra += embed;
-      else if (m == "lm_head") extra += c.tie_word_embeddings ? 0 : head;
+      else if (m == "lm_head") extra += head;
       else if (m == "norm") extra += h;
     }
     p.trainable = lora + extra;

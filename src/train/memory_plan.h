@@ -19,7 +19,7 @@ namespace kiln::train {
 
 struct MemoryPlan {
   int64_t parameters = 0;          // of the model (without a method's small head)
-  int64_t trainable = 0;           // LoRA matrices (+ lora.extra_trainable), or every parameter
+  int64_t trainable = 0;           // LoRA matrices (+ lora.extra_trainable), or every parameter (- model.freeze)
   double weights = 0;              // bytes, per rank
   double gradients = 0;
   double optimizer = 0;            // AdamW's two moments in float32, divided over ranks by ZeRO-1

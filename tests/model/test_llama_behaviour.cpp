@@ -52,7 +52,7 @@ TEST(LlamaNames, ParametersCarryHuggingFaceNames) {
   EXPECT_TRUE(r->named_parameters().contains("lm_head.weight"));
   kiln::LoraConfig lc;
   lc.target_modules = {"q_proj", "down_proj"};
-  apply_lora(m, lc);
+  apply_lora(m, lc, {});
   EXPECT_TRUE(m->named_parameters().contains("model.layers.0.self_attn.q_proj.lora_A.weight"));
   EXPECT_TRUE(m->named_parameters().contains("model.layers.3.mlp.down_proj.lora_B.weight"));
   EXPECT_EQ(m->named_parameters()["model.layers.0.self_attn.q_proj.lora_A.weight"].sizes(), at::IntArrayRef({8, 64}));
@@ -116,7 +116,7 @@ TEST(LlamaCheckpointing, SameGradientsWithAndWithout) {
       lc.enabled = lora;
       lc.dropout = 0.1;
       lc.target_modules = {"all-linear"};
-      apply_lora(m, lc);
+      apply_lora(m, lc, {});
       randomise_lora(m);
       m->train();
       at::Tensor ids = at::randint(0, 300, {2, 10}, at::kLong);
@@ -156,7 +156,7 @@ TEST(LlamaLora, InitFreezeAndMergeMatchUnmerged) {
   kiln::LoraConfig lc;
   lc.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
   lc.extra_trainable = {"norm"};
-  auto wrapped = apply_lora(m, lc);
+  auto wrapped = apply_lora(m, lc, {});
   EXPECT_EQ(wrapped.size(), size_t(5 * 7));
   for (auto& p : m->named_parameters()) {
     const bool want = is_lora_param(p.key()) || p.key() == "model.norm.weight";
@@ -191,7 +191,7 @@ TEST(LlamaLora, BadTargetsAreInputErrors) {
   kiln::LoraConfig lc;
   lc.target_modules = {"qproj"};
   try {
-    apply_lora(m, lc);
+    apply_lora(m, lc, {});
     FAIL() << "no error";
   } catch (const kiln::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("lora.target_modules"), std::string::npos) << e.what();
@@ -200,5 +200,5 @@ TEST(LlamaLora, BadTargetsAreInputErrors) {
   Llama m2 = load_pretrained(kHf);
   kiln::LoraConfig lc2;
   lc2.extra_trainable = {"score_head"};
-  EXPECT_THROW(apply_lora(m2, lc2), kiln::InputError);
+  EXPECT_THROW(apply_lora(m2, lc2, {}), kiln::InputError);
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -226,7 +227,7 @@ TEST(ModelExport, AdapterRoundTripIsBitExact) {
   lc.alpha = 8;
   lc.target_modules = {"q_proj", "v_proj", "down_proj"};
   lc.extra_trainable = {"embed_tokens"};
-  apply_lora(m, lc);
+  apply_lora(m, lc, {});
   {
     at::NoGradGuard ng;
     for (auto& [n, p] : trainable_parameters(m)) p.add_(at::randn_like(p) * 0.05);
@@ -282,7 +283,7 @@ TEST(ModelExport, AdapterOfChosenLayers) {
   lc.r = 2;
   lc.target_modules = {"q_proj", "down_proj"};
   lc.layers = {0, -1};
-  const auto wrapped = apply_lora(m, lc);
+  const auto wrapped = apply_lora(m, lc, {});
   EXPECT_EQ(wrapped, (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj",
                                                "model.layers.4.self_attn.q_proj", "model.layers.4.mlp.down_proj"}));
   {
@@ -303,8 +304,34 @@ TEST(ModelExport, AdapterOfChosenLayers) {
 
   Llama other = load_pretrained(kHf);
   lc.layers = {5};
-  EXPECT_NE(error_of([&] { apply_lora(other, lc); }).find("key `lora.layers`: layer 5 outside this model's 5 decoder layers"),
+  EXPECT_NE(error_of([&] { apply_lora(other, lc, {}); }).find("key `lora.layers`: layer 5 outside this model's 5 decoder layers"),
             std::string::npos);
+}
+
+// model.freeze: full fine-tuning with chosen modules kept (LEP's instruct model keeps the base's
+// embeddings). A tied head freezes with its embeddings; a name matching nothing, or freeze under
+// LoRA, is an error naming the key.
+TEST(ModelFreeze, FullFineTuningKeepsTheNamedModules) {
+  Llama m = load_pretrained(kHf);  // stories260K ties E and H
+  kiln::LoraConfig full;
+  full.enabled = false;
+  EXPECT_TRUE(apply_lora(m, full, {"lm_head", "layers.2"}).empty());
+  size_t frozen = 0, trained = 0;
+  for (auto& p : m->named_parameters()) {
+    const bool keep = p.key() == "model.embed_tokens.weight" || p.key().rfind("model.layers.2.", 0) == 0;
+    EXPECT_EQ(p.value().requires_grad(), !keep) << p.key();
+    (keep ? frozen : trained)++;
+  }
+  EXPECT_EQ(frozen, 1u + 9u);  // E, and layer 2's 7 projections and 2 norms
+  EXPECT_GT(trained, 30u);
+  const auto names = trainable_parameters(m);
+  EXPECT_TRUE(std::none_of(names.begin(), names.end(), [](const auto& p) { return p.first == "model.embed_tokens.weight"; }));
+
+  Llama other = load_pretrained(kHf);
+  EXPECT_NE(error_of([&] { apply_lora(other, full, {"embeddings"}); }).find("key `model.freeze`: `embeddings` names no module"),
+            std::string::npos);
+  kiln::LoraConfig lora;
+  EXPECT_NE(error_of([&] { apply_lora(other, lora, {"embed_tokens"}); }).find("key `model.freeze`: LoRA"), std::string::npos);
 }
 
 TEST(ModelExport, MergedRoundTripIsBitExact) {
@@ -324,7 +351,7 @@ TEST(ModelExport, MergedRoundTripIsBitExact) {
     }
     kiln::LoraConfig lc;
     lc.target_modules = {"all-linear"};
-    apply_lora(m, lc);
+    apply_lora(m, lc, {});
     {
       at::NoGradGuard ng;
       for (auto& [n, p] : lora_parameters(m))

@@ -241,7 +241,7 @@ void FractalTask::new_scorer(int64_t salt) {
   if (tuned_) {
     // A fresh encoder for each phase: the base weights again, new LoRA matrices.
     if (salt > 0) model_ = model::load_pretrained(recipe_->model, device_);
-    model::apply_lora(model_, recipe_->lora);
+    model::apply_lora(model_, recipe_->lora, recipe_->model.freeze);
   }
   scorer_ = Scorer(hidden_);
   scorer_->to(device_);

@@ -36,6 +36,9 @@ class LepTask : public LmTask {
     if (r.lora.enabled)
       input_error("{}: key `lora.enabled`: method lep trains the embeddings alone, without LoRA: set it to false",
                   r.file);
+    if (!r.model.freeze.empty())
+      input_error("{}: key `model.freeze`: method lep trains the embeddings and LM head and freezes the rest itself",
+                  r.file);
     if (r.data.format != "text")
       input_error("{}: key `data.format`: method lep trains on plain text (format: text), not `{}`", r.file,
                   r.data.format);

@@ -142,7 +142,7 @@ void LmTask::build_model_and_stores(Recipe& r, parallel::World& world, parallel:
                 r.model.attention);
   device_ = world.device();
   model_ = model::load_pretrained(r.model, device_);
-  model::apply_lora(model_, r.lora);
+  model::apply_lora(model_, r.lora, r.model.freeze);
 
   open_stores(r, model::load_tokenizer(r.model.path), comm);
   log::info("{}: {} train / {} eval examples; {} trainable tensors", r.method, stores_.size(Split::train), stores_.size(Split::eval),

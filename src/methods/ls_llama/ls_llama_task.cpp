@@ -87,7 +87,7 @@ void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicato
       ++from_model;
     }
     if (from_model > 0) log::info("ls_llama: head `{}` loaded from {}", head_name(), r.model.path);
-    model::apply_lora(model_, r.lora);
+    model::apply_lora(model_, r.lora, r.model.freeze);
   } else {
     model::LoadedAdapter a = model::load_adapter(model_, adapter);
     const std::string want = token_ ? "TOKEN_CLS" : "SEQ_CLS";

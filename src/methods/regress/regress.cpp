@@ -53,7 +53,7 @@ void RegressTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   task.finish();
   device_ = world.device();
   model_ = model::load_pretrained(r.model, device_);
-  model::apply_lora(model_, r.lora);
+  model::apply_lora(model_, r.lora, r.model.freeze);
   open_stores(r, model::load_tokenizer(r.model.path), comm);
   head_ = torch::nn::Linear(model_->config().hidden_size, 1);
   {
