@@ -12,7 +12,8 @@
 // written as a model folder's tokenizer files (tokenizer.model, its tokenizer.json form for Hugging
 // Face `tokenizers`, tokenizer_config.json) into a new DIR.
 //
-// `kiln tokenizer extend BASE ADD --out DIR`: BASE plus every token of ADD it lacks, appended after
+// `kiln tokenizer extend BASE ADD --out DIR [--script S]`: BASE plus every token of ADD it lacks (with
+// --script, only those holding a letter of that script), appended after
 // BASE's ids (data/vocab_edit.h), written with BASE's tokenizer_config.json and
 // special_tokens_map.json into a new DIR; every old id is checked to keep its piece.
 //
@@ -55,26 +56,19 @@ struct TrainArgs {
   int64_t vocab_size = 32000, threads = 0, sentences = 0;
   double coverage = 0.9995;
 } g_train;
-std::string g_base, g_add, g_extend_out;
+std::string g_base, g_add, g_extend_out, g_script;
 std::vector<std::string> g_shrink_corpora;
 int32_t g_keep = 0;
 
-// Copies BASE's tokenizer_config.json (its added_tokens_decoder renumbered for the new tokenizer in
-// `dir`) and special_tokens_map.json into `dir`.
+// Copies BASE's tokenizer_config.json (adapted to the new tokenizer in `dir`: data/vocab_edit.h) and
+// special_tokens_map.json into `dir`.
 void copy_configs(const data::Tokenizer& base, const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path from = fs::path(base.path()).parent_path();
   data::Tokenizer now(dir);
   if (fs::exists(from / "tokenizer_config.json")) {
-    std::string cfg = data::renumber_tokenizer_config(read_file((from / "tokenizer_config.json").string()), now);
-    if (now.kind() == "sentencepiece") {
-      // transformers' LlamaTokenizer would rebuild its own pipeline from the vocabulary; the
-      // generic class loads the tokenizer.json written beside the model as it is.
-      auto j = nlohmann::json::parse(cfg);
-      j["tokenizer_class"] = "PreTrainedTokenizerFast";
-      cfg = j.dump(2) + "\n";
-    }
-    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), cfg);
+    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(),
+                      data::adapt_tokenizer_config(read_file((from / "tokenizer_config.json").string()), now));
   }
   if (fs::exists(from / "special_tokens_map.json"))
     write_file_atomic((fs::path(dir) / "special_tokens_map.json").string(), read_file((from / "special_tokens_map.json").string()));
@@ -249,7 +243,7 @@ int run_extend() {
   data::Tokenizer base(g_base), add(g_add);
   data::ExtendSummary sum;
   write_dir_atomic(g_extend_out, [&](const std::string& tmp) {
-    sum = data::extend_tokenizer(base, add, tmp);
+    sum = data::extend_tokenizer(base, add, tmp, g_script);
     copy_configs(base, tmp);
     data::Tokenizer ext(tmp);
     if (ext.vocab_size() != sum.new_size)
@@ -258,9 +252,10 @@ int run_extend() {
       if (ext.piece(id) != base.piece(id))
         throw InternalError(fmt::format("extend: id {} was `{}`, is `{}`", id, base.piece(id), ext.piece(id)));
   });
-  log::info("{} ({}, {} ids) + {} new tokens of {} = {} ids{}; every old id keeps its token", g_extend_out, base.kind(),
+  log::info("{} ({}, {} ids) + {} new tokens of {} = {} ids{}{}; every old id keeps its token", g_extend_out, base.kind(),
             sum.old_size, sum.added, add.path(), sum.new_size,
-            sum.merges_added ? fmt::format(", {} merges added", sum.merges_added) : std::string());
+            sum.merges_added ? fmt::format(", {} merges added", sum.merges_added) : std::string(),
+            g_script.empty() ? std::string() : fmt::format(" ({} without a {} letter left out)", sum.filtered, g_script));
   if (sum.skipped_bytes)
     log::warn("{} byte pieces of {} not added: {} has no byte fallback", sum.skipped_bytes, add.path(), base.path());
   return kExitOk;
@@ -280,7 +275,7 @@ int run_shrink() {
     sum = data::shrink_tokenizer(base, counts, g_keep, tmp);
     if (!g_add.empty()) {
       data::Tokenizer shrunk(tmp), add(g_add);
-      ext = data::extend_tokenizer(shrunk, add, tmp);
+      ext = data::extend_tokenizer(shrunk, add, tmp, g_script);
     }
     copy_configs(base, tmp);
     data::Tokenizer done(tmp);
@@ -320,12 +315,15 @@ void add_tokenizer(CLI::App& app, Action& action) {
   extend->add_option("base", g_base, "The tokenizer to extend (model folder, tokenizer.model or tokenizer.json)")->required();
   extend->add_option("add", g_add, "The tokenizer whose tokens are added (e.g. from `kiln tokenizer train`)")->required();
   extend->add_option("--out", g_extend_out, "New folder for the extended tokenizer")->required();
+  extend->add_option("--script", g_script, "Add only tokens holding a letter of this script (cyrillic, latin, greek, "
+                                           "arabic, ...): other text keeps BASE's cuts");
   extend->callback([&action] { action = [] { return run_extend(); }; });
   auto* shrink = sub->add_subcommand("shrink", "A byte-level BPE tokenizer cut to its N most frequent tokens on corpora (then extended)");
   shrink->add_option("base", g_base, "The tokenizer to shrink (a model folder or tokenizer.json)")->required();
   shrink->add_option("corpus", g_shrink_corpora, "UTF-8 text files whose token counts decide")->required();
   shrink->add_option("--keep", g_keep, "Model tokens to keep, the 256 bytes included (added tokens come on top)")->required()->check(CLI::Range(256, 1 << 24));
   shrink->add_option("--extend", g_add, "Then add every token of this tokenizer (LEP's Optimized)");
+  shrink->add_option("--script", g_script, "With --extend: add only tokens holding a letter of this script");
   shrink->add_option("--out", g_extend_out, "New folder for the tokenizer")->required();
   shrink->callback([&action] { action = [] { return run_shrink(); }; });
 }

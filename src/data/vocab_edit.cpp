@@ -50,6 +50,52 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
+struct Script {
+  const char* name;
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;  // letters' code points, inclusive
+};
+
+const std::vector<Script>& scripts() {
+  static const std::vector<Script> all = {
+      {"cyrillic", {{0x0400, 0x052F}, {0x1C80, 0x1C8F}, {0x2DE0, 0x2DFF}, {0xA640, 0xA69F}}},
+      {"latin", {{'A', 'Z'}, {'a', 'z'}, {0x00C0, 0x00D6}, {0x00D8, 0x00F6}, {0x00F8, 0x024F}, {0x1E00, 0x1EFF}}},
+      {"greek", {{0x0370, 0x03FF}, {0x1F00, 0x1FFF}}},
+      {"armenian", {{0x0531, 0x058F}}},
+      {"hebrew", {{0x05D0, 0x05FF}}},
+      {"arabic", {{0x0620, 0x06FF}, {0x0750, 0x077F}, {0x08A0, 0x08FF}}},
+      {"devanagari", {{0x0900, 0x097F}}},
+      {"thai", {{0x0E00, 0x0E7F}}},
+      {"georgian", {{0x10A0, 0x10FF}}},
+      {"hangul", {{0x1100, 0x11FF}, {0x3130, 0x318F}, {0xAC00, 0xD7AF}}},
+      {"kana", {{0x3040, 0x30FF}}},
+      {"han", {{0x3400, 0x4DBF}, {0x4E00, 0x9FFF}}},
+  };
+  return all;
+}
+
+// Whether valid UTF-8 text holds a code point of the script.
+bool has_letter_of(const std::string& text, const Script& script) {
+  for (size_t i = 0; i < text.size();) {
+    const auto c = uint8_t(text[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
+    uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    for (size_t k = 1; k < n && i + k < text.size(); ++k) cp = (cp << 6) | (uint8_t(text[i + k]) & 0x3F);
+    for (const auto& [lo, hi] : script.ranges)
+      if (cp >= lo && cp <= hi) return true;
+    i += n;
+  }
+  return false;
+}
+
+const Script* find_script(const std::string& name) {
+  if (name.empty()) return nullptr;
+  for (const auto& s : scripts())
+    if (name == s.name) return &s;
+  std::string names;
+  for (const auto& s : scripts()) names += (names.empty() ? "" : ", ") + std::string(s.name);
+  input_error("--script {}: unknown (one of {})", name, names);
+}
+
 void put_varint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
     out += char(uint8_t(v) | 0x80);
@@ -76,7 +122,8 @@ std::string piece_message(const std::string& piece, float score, int type) {
   return field + m;
 }
 
-ExtendSummary extend_sentencepiece(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir) {
+ExtendSummary extend_sentencepiece(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir,
+                                   const Script* script) {
   ExtendSummary s;
   s.old_size = base.vocab_size();
   float min_score = 0;
@@ -96,6 +143,10 @@ ExtendSummary extend_sentencepiece(const Tokenizer& base, const Tokenizer& add, 
       continue;
     }
     if (!valid_utf8(text)) continue;  // a byte-level token inside a character: not a piece's text
+    if (script && !has_letter_of(text, *script)) {
+      ++s.filtered;
+      continue;
+    }
     const std::string piece = replace_all(text, " ", kWordStart);
     if (base.piece_to_id(piece) != base.unk_id() || piece == base.piece(base.unk_id()) || !seen.insert(piece).second)
       continue;
@@ -112,7 +163,8 @@ ExtendSummary extend_sentencepiece(const Tokenizer& base, const Tokenizer& add, 
   return s;
 }
 
-ExtendSummary extend_byte_level(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir) {
+ExtendSummary extend_byte_level(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir,
+                                const Script* script) {
   ExtendSummary s;
   s.old_size = base.vocab_size();
   json j = json::parse(base.serialized());
@@ -134,6 +186,10 @@ ExtendSummary extend_byte_level(const Tokenizer& base, const Tokenizer& add, con
     if (add.is_special(id)) continue;
     const std::string text = token_text(add, id);
     if (text.empty()) continue;
+    if (script && !(valid_utf8(text) && has_letter_of(text, *script))) {
+      ++s.filtered;
+      continue;
+    }
     std::string bl;
     for (char c : text) bl += byte_level_char(uint8_t(c));
     if (!have.insert(bl).second) continue;
@@ -298,22 +354,37 @@ std::map<int32_t, std::string> configured_added_tokens(const std::string& model_
   return out;
 }
 
-std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok) {
+std::string adapt_tokenizer_config(const std::string& config_json, const Tokenizer& tok) {
   json c = json::parse(config_json, nullptr, false);
-  if (c.is_discarded() || !c.is_object() || !c.contains("added_tokens_decoder")) return config_json;
-  json out = json::object();
-  for (auto& [id, entry] : c["added_tokens_decoder"].items()) {
-    // piece_to_id gives the unknown piece's id for an absent one: only the piece itself counts.
-    const std::string content = entry.value("content", std::string());
-    const int32_t now = tok.piece_to_id(content);
-    out[std::to_string(now >= 0 && tok.piece(now) == content ? now : std::stoi(id))] = entry;
+  if (c.is_discarded() || !c.is_object()) return config_json;
+  if (c.contains("added_tokens_decoder") && c["added_tokens_decoder"].is_object()) {
+    json out = json::object();
+    for (auto& [id, entry] : c["added_tokens_decoder"].items()) {
+      // piece_to_id gives the unknown piece's id for an absent one: only the piece itself counts.
+      const std::string content = entry.value("content", std::string());
+      const int32_t now = tok.piece_to_id(content);
+      out[std::to_string(now >= 0 && tok.piece(now) == content ? now : std::stoi(id))] = entry;
+    }
+    c["added_tokens_decoder"] = out;
   }
-  c["added_tokens_decoder"] = out;
+  if (tok.kind() == "sentencepiece") c["tokenizer_class"] = "PreTrainedTokenizerFast";
   return c.dump(2) + "\n";
 }
 
-ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir) {
-  return base.kind() == "bpe" ? extend_byte_level(base, add, out_dir) : extend_sentencepiece(base, add, out_dir);
+ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir,
+                               const std::string& script) {
+  const Script* only = find_script(script);
+  return base.kind() == "bpe" ? extend_byte_level(base, add, out_dir, only)
+                              : extend_sentencepiece(base, add, out_dir, only);
+}
+
+const std::vector<std::string>& script_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& s : scripts()) v.push_back(s.name);
+    return v;
+  }();
+  return names;
 }
 
 }  // namespace kiln::data

@@ -14,6 +14,7 @@ struct ExtendSummary {
   int32_t old_size = 0, added = 0, new_size = 0;
   int64_t merges_added = 0;  // byte-level BPE
   int32_t skipped_bytes = 0;  // byte pieces of `add` that a base without byte fallback cannot take
+  int32_t filtered = 0;       // tokens of `add` without a letter of the chosen script
   std::string file;           // what was written
 };
 
@@ -26,7 +27,12 @@ struct ExtendSummary {
 //   tokens included (these also enter the vocabulary at their ids), and for each one every merge
 //   (left, right) whose halves are in the extended vocabulary, after the old merges in `add`'s order.
 // `add` may be SentencePiece or byte-level BPE. Special tokens of `add` are not carried over.
-ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir);
+// `script` (one of script_names(), e.g. cyrillic; "" for all): only `add`'s tokens holding a letter
+// of that script are added, so text without one (the base's own languages, numbers, punctuation) is
+// cut exactly as the base cuts it. InputError for an unknown name.
+ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir,
+                               const std::string& script);
+const std::vector<std::string>& script_names();
 
 struct ShrinkSummary {
   int32_t old_size = 0, kept = 0, new_size = 0;  // kept: model tokens (bytes included); new_size: + added tokens
@@ -63,7 +69,12 @@ std::string append_control_pieces(const std::string& model_proto, const std::vec
 // live only there. InputError naming the file for one that is not JSON or a key that is not an id.
 std::map<int32_t, std::string> configured_added_tokens(const std::string& model_dir);
 
-// tokenizer_config.json's `added_tokens_decoder` (keyed by id) renumbered for `tok` by content.
-std::string renumber_tokenizer_config(const std::string& config_json, const Tokenizer& tok);
+// A tokenizer_config.json carried onto the tokenizer `tok` (kiln tokenizer extend/shrink, lep init,
+// lep propagate): `added_tokens_decoder` (keyed by id) renumbered by content, and for a
+// SentencePiece `tok` the class PreTrainedTokenizerFast, which loads the tokenizer.json kiln writes
+// beside every tokenizer.model as it is (transformers' LlamaTokenizer would rebuild a pipeline of
+// its own from the vocabulary, without sentencepiece's normalisation map). Text that is not a JSON
+// object is returned unchanged.
+std::string adapt_tokenizer_config(const std::string& config_json, const Tokenizer& tok);
 
 }  // namespace kiln::data

@@ -2,7 +2,8 @@
 # `kiln tokenizer train`, `extend`, `shrink` and `stats`: a Russian BPE vocabulary trained here (byte
 # fallback, split digits), LLaMA-2's tokenizer.model and LLaMA-3's tokenizer.json, both extended with
 # the Russian one (old ids kept, in the reference libraries too), LLaMA-3 shrunk and shrunk then
-# extended (loaded and round-tripping in the reference): on 1 and 2 ranks, with --lines,
+# extended (loaded and round-tripping in the reference), extension with only Cyrillic tokens (English
+# cut as before): on 1 and 2 ranks, with --lines,
 # stats counts as many tokens as the reference libraries give for the same lines (`sentencepiece`,
 # `tokenizers`, from the project's .venv; skipped without it), and its JSON holds consistent ratios. Needs KILN_BIN, KILN_SHARED_DIR, KILN_SOURCE_DIR, KILN_MPIRUN (set by ctest).
 set -euo pipefail
@@ -45,6 +46,35 @@ ov, nv = old.get_vocab(with_added_tokens=True), new.get_vocab(with_added_tokens=
 assert len(nv) > len(ov) and all(nv[t] == i for t, i in ov.items())
 assert max(new.encode(text, add_special_tokens=False).ids) >= len(ov), "no new token used"
 PY
+# extend --script cyrillic: only new tokens with a Cyrillic letter; English, digits and punctuation
+# keep the base's cuts exactly (stories260K's 512 pieces, and LLaMA-3's byte-level BPE), Russian
+# uses the new tokens. An unknown script: exit 2 naming it.
+for base in "$KILN_SOURCE_DIR/models/stories260K" "$KILN_SHARED_DIR/models/llama3-tokenizer"; do
+  name=$(basename "$base")
+  "$KILN_BIN" tokenizer extend "$base" "$work/ru" --script cyrillic --out "$work/cyr-$name" > "$work/cyr.log" 2>&1 \
+    || { cat "$work/cyr.log"; fail "extend --script $name failed"; }
+  grep -q "without a cyrillic letter left out" "$work/cyr.log" || { cat "$work/cyr.log"; fail "no filter count"; }
+done
+"$py" - "$KILN_SOURCE_DIR/models/stories260K" "$KILN_SHARED_DIR/models/llama3-tokenizer" "$work" <<'PY' || fail "extend --script"
+import re, sys, sentencepiece, tokenizers
+stories, llama3, work = sys.argv[1:4]
+english = [l.split("\t")[0] for l in open(stories + "/../../datasets/sst2/dev.tsv", encoding="utf-8")][1:300]
+english += ["Call 555-0199, or e-mail me: x@y.org!", "«Quoted» — dashes… and 1,234.56"]
+russian = open(work + "/corpus.txt", encoding="utf-8").read()[:20000]
+old = sentencepiece.SentencePieceProcessor(model_file=stories + "/tokenizer.model")
+new = sentencepiece.SentencePieceProcessor(model_file=work + "/cyr-stories260K/tokenizer.model")
+assert [old.encode(t) for t in english] == [new.encode(t) for t in english]
+added = [new.id_to_piece(i) for i in range(old.get_piece_size(), new.get_piece_size())]
+assert added and all(re.search("[\u0400-\u04FF]", p) for p in added), [p for p in added if not re.search("[\u0400-\u04FF]", p)][:5]
+assert max(new.encode(russian)) >= old.get_piece_size()
+old = tokenizers.Tokenizer.from_file(llama3 + "/tokenizer.json")
+new = tokenizers.Tokenizer.from_file(work + "/cyr-llama3-tokenizer/tokenizer.json")
+assert [old.encode(t, add_special_tokens=False).ids for t in english] == [new.encode(t, add_special_tokens=False).ids for t in english]
+assert max(new.encode(russian, add_special_tokens=False).ids) >= old.get_vocab_size(with_added_tokens=True)
+print(f"--script cyrillic: {len(added)} tokens added to stories260K; {len(english)} English lines cut as before")
+PY
+rc=0; "$KILN_BIN" tokenizer extend "$KILN_SHARED_DIR/models/llama2-tokenizer" "$work/ru" --script klingon --out "$work/x" > "$work/x.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "script klingon: unknown" "$work/x.log" && [[ ! -e $work/x ]] || { cat "$work/x.log"; fail "unknown script: exit $rc"; }
 # tokenizer.json beside every tokenizer.model kiln writes (a trained BPE and unigram, LLaMA-2
 # extended): Hugging Face `tokenizers` gives sentencepiece's ids and text on Russian, English,
 # code, emoji and whitespace-heavy text, and so does `transformers` loading the folder.

@@ -192,7 +192,7 @@ PropagateReport propagate(const std::string& base, const std::string& instruct, 
   if (fs::exists(inst_config)) {
     const data::Tokenizer out_tok(out_dir);
     write_file_atomic((fs::path(out_dir) / "tokenizer_config.json").string(),
-                      data::renumber_tokenizer_config(read_file(inst_config.string()), out_tok));
+                      data::adapt_tokenizer_config(read_file(inst_config.string()), out_tok));
   }
   return rep;
 }

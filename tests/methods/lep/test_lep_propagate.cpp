@@ -144,6 +144,7 @@ TEST(LepPropagate, ChatTokensOfAnInstructModelOntoASentencePieceDonor) {
   config["vocab_size"] = 514;
   kiln::write_file_atomic((dir / "instruct/config.json").string(), config.dump());
   const nlohmann::json tok_config = {
+      {"tokenizer_class", "LlamaTokenizer"},
       {"chat_template", "{{ bos_token }}..."},
       {"added_tokens_decoder",
        {{"2", {{"content", "</s>"}, {"special", true}}},
@@ -175,5 +176,8 @@ TEST(LepPropagate, ChatTokensOfAnInstructModelOntoASentencePieceDonor) {
   EXPECT_EQ(cfg["added_tokens_decoder"]["32001"]["content"], "<|pad_0|>");
   EXPECT_EQ(cfg["added_tokens_decoder"]["2"]["content"], "</s>");
   EXPECT_EQ(cfg["chat_template"], "{{ bos_token }}...");
+  // OpenChat's LlamaTokenizer would rebuild a pipeline of its own: the generic class loads the
+  // tokenizer.json above as it is.
+  EXPECT_EQ(cfg["tokenizer_class"], "PreTrainedTokenizerFast");
   fs::remove_all(dir);
 }
