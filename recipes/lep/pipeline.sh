@@ -16,7 +16,10 @@
 #                     KILN_LEP_VOCAB_CORPUS (text the vocabulary is trained on) and, for
 #                     calibration, KILN_LEP_CALIBRATE_DATA (a folder with train.jsonl and dev.jsonl
 #                     conversations); GPUs and a few GPU-days of embedding training.
-# Environment: KILN (the binary; default build/kiln), KILN_SHARED_DIR (default ../shared),
+# Environment: KILN_LEP_SCRIPT (extend with only the new tokens holding a letter of this script: the
+# tiny profile's default is cyrillic, because stories260K's 512 pieces cut English so finely that
+# the Russian BPE's Latin pieces would re-cut it; the paper profiles add every token, as the paper),
+# KILN (the binary; default build/kiln), KILN_SHARED_DIR (default ../shared),
 # KILN_MPIRUN (default: mpirun, with --allow-run-as-root as root), KILN_NP (ranks, default 2).
 # WORK_DIR must not exist; every step writes its own folder in it and summary.md at the end.
 # --dry-run prints the commands instead of running them.
@@ -40,17 +43,17 @@ case $profile in
   tiny)
     base=$root/models/stories260K instruct=$root/models/stories260K-instruct
     vocab_size=8000 emb_recipe=$here/tiny_ru_embeddings.yaml cal_recipe=$here/tiny_calibrate.yaml
-    chat=fastchat system_prompt=Chat. ;;
+    chat=llama2c system_prompt=Chat. script=${KILN_LEP_SCRIPT-cyrillic} ;;
   mistral-openchat)
     need KILN_LEP_BASE KILN_LEP_INSTRUCT KILN_LEP_CORPUS KILN_LEP_HELDOUT KILN_LEP_VOCAB_CORPUS
     base=$KILN_LEP_BASE instruct=$KILN_LEP_INSTRUCT vocab_size=32000
     emb_recipe=$here/paper_embeddings_mistral.yaml cal_recipe=$here/paper_calibrate_self.yaml
-    chat=openchat system_prompt= ;;
+    chat=openchat system_prompt= script=${KILN_LEP_SCRIPT:-} ;;
   llama3-instruct)
     need KILN_LEP_BASE KILN_LEP_INSTRUCT KILN_LEP_CORPUS KILN_LEP_HELDOUT KILN_LEP_VOCAB_CORPUS
     base=$KILN_LEP_BASE instruct=$KILN_LEP_INSTRUCT vocab_size=64000
     emb_recipe=$here/paper_embeddings_llama3.yaml cal_recipe=$here/paper_calibrate_self.yaml
-    chat=llama3 system_prompt= ;;
+    chat=llama3 system_prompt= script=${KILN_LEP_SCRIPT:-} ;;
   *) die "unknown profile $profile (tiny, mistral-openchat, llama3-instruct)" ;;
 esac
 
@@ -96,9 +99,11 @@ else
   [[ -n $dry ]] || { mkdir -p "$work/data"; python3 "$here/tiny/make_copy.py" "$heldout" "$work/data/copy_ru.jsonl" --records --n 500 > /dev/null; }
 fi
 
-# 1. Vocabulary: a Russian BPE, then the base's tokenizer extended with it (LEP's Extended).
+# 1. Vocabulary: a Russian BPE, then the base's tokenizer extended with it (LEP's Extended; with a
+#    script, only the new tokens holding one of its letters, so English keeps the base's cuts).
 run "$work/tokenizer.log" "$kiln" tokenizer train --vocab-size "$vocab_size" --out "$work/ru-bpe" "${vocab_corpus[@]}"
-run "$work/extend.log" "$kiln" tokenizer extend "$base" "$work/ru-bpe" --out "$work/tokenizer"
+script_opt=(); [[ -n $script ]] && script_opt=(--script "$script")
+run "$work/extend.log" "$kiln" tokenizer extend "$base" "$work/ru-bpe" --out "$work/tokenizer" "${script_opt[@]}"
 # 2. Initialisation.
 run "$work/init.log" "$kiln" lep init --model "$base" --tokenizer "$work/tokenizer" --out "$work/init"
 # 3. Embedding-only training, then the whole model exported: the donor.

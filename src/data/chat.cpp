@@ -7,7 +7,7 @@
 namespace kiln::data {
 
 const std::vector<std::string>& chat_preset_names() {
-  static const std::vector<std::string> names = {"fastchat", "llama3", "openchat", "chatml", "plain"};
+  static const std::vector<std::string> names = {"fastchat", "llama3", "openchat", "chatml", "plain", "llama2c"};
   return names;
 }
 
@@ -20,6 +20,10 @@ ChatFormat chat_preset(const std::string& name) {
     c.user = "USER: {content} ASSISTANT:";
     c.assistant = "{content}{eos}";
     c.answer_alone = true;
+  } else if (name == "llama2c") {  // fastchat, the turn ended as llama2.c ends a document
+    c = chat_preset("fastchat");
+    c.name = name;
+    c.assistant = "{content}{bos}";
   } else if (name == "llama3") {  // Meta-Llama-3-8B-Instruct's chat_template (content trimmed)
     c.prefix = "{bos}";
     c.system = "<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>";
@@ -58,6 +62,12 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   if (from.empty()) return s;
   for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
   return s;
+}
+
+// {bos} and {eos} as the tokenizer's strings.
+std::string expand_bos_eos(const std::string& t, const Tokenizer& tok) {
+  const std::string bos = tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "", eos = tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "";
+  return replace_all(replace_all(t, "{bos}", bos), "{eos}", eos);
 }
 
 std::string trim(const std::string& s) {
@@ -102,8 +112,7 @@ void encode_with_specials(const std::string& text, const Tokenizer& tok,
 // that ends the conversation stays open and the generation text follows a last user message.
 void render_impl(const ChatFormat& chat, const std::vector<Message>& messages, const Tokenizer& tok,
                  const std::map<std::string, int32_t>& specials, std::vector<int32_t>& ids, std::vector<uint8_t>* mask) {
-  const std::string bos = tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "", eos = tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "";
-  auto expand = [&](const std::string& t) { return replace_all(replace_all(t, "{bos}", bos), "{eos}", eos); };
+  auto expand = [&](const std::string& t) { return expand_bos_eos(t, tok); };
   std::string text = expand(chat.prefix);
   auto emit = [&](const std::string& s, bool target) {
     const size_t before = ids.size();
@@ -173,6 +182,20 @@ ChatFormat read_chat_format(recipe::Section& s, const std::string& key) {
                   s.key_path(key), *t);
   c.finish();
   return f;
+}
+
+int32_t turn_end_id(const ChatFormat& chat, const Tokenizer& tok, const std::map<std::string, int32_t>& specials) {
+  const size_t at = chat.assistant.find("{content}");
+  if (at == std::string::npos) return -1;
+  const std::string end = expand_bos_eos(chat.assistant.substr(at + 9), tok);
+  const std::string* best = nullptr;
+  int32_t id = -1;
+  for (const auto& [text, sid] : specials)
+    if (!text.empty() && end.compare(0, text.size(), text) == 0 && (!best || text.size() > best->size())) {
+      best = &text;
+      id = sid;
+    }
+  return id;
 }
 
 std::map<std::string, int32_t> special_strings(const Tokenizer& tok, const std::string& model_dir) {

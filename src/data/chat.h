@@ -29,7 +29,9 @@ struct ChatFormat {
   bool trim = false;          // strip each message's surrounding whitespace (LLaMA-3's template does)
   bool answer_alone = false;  // in prompts too, an assistant message's content is encoded on its own
 };
-// fastchat (kiln lm's default conversation template, UniversalNER's), llama3, openchat, chatml, plain.
+// fastchat (kiln lm's default conversation template, UniversalNER's), llama3, openchat, chatml,
+// plain, llama2c (fastchat's layout with each answer ended by BOS: llama2.c's TinyStories models,
+// the bundled stories260K, separate documents with BOS alone and never learned an EOS).
 ChatFormat chat_preset(const std::string& name);
 const std::vector<std::string>& chat_preset_names();
 // `key` of a recipe section: a preset's name, or a map of the ChatFormat fields over `base` (a
@@ -40,6 +42,11 @@ struct Message {
   std::string role;  // system | user | assistant
   std::string content;
 };
+
+// The id of the special token that ends an assistant turn (the first thing after {content} in the
+// assistant template, e.g. <|eot_id|>, <|end_of_turn|>, {eos}), -1 when the turn ends in text:
+// generation stops there, as at EOS.
+int32_t turn_end_id(const ChatFormat& chat, const Tokenizer& tok, const std::map<std::string, int32_t>& specials);
 
 // The special strings of a model folder's tokenizer (see above).
 std::map<std::string, int32_t> special_strings(const Tokenizer& tok, const std::string& model_dir);

@@ -349,6 +349,7 @@ TaskResult run_task(model::Llama& model, const data::Tokenizer& tok, const std::
   }
   std::vector<std::string> preds, golds;
   double em = 0, f1 = 0, copy = 0, length = 0;
+  const int32_t turn_end = data::turn_end_id(chat, tok, specials);
   for (const auto& rec : records) {
     std::vector<int32_t> prompt = data::render(chat, rec.messages, tok, specials);
     if (prompt.empty()) input_error("{}: the prompt is empty (chat format `{}` has no prefix)", rec.where, chat.name);
@@ -368,6 +369,7 @@ TaskResult run_task(model::Llama& model, const data::Tokenizer& tok, const std::
     } else {
       model::GenerateOptions g;
       g.max_new_tokens = task.max_new_tokens;
+      if (turn_end >= 0) g.stop_ids = {turn_end};
       std::vector<int64_t> in(prompt.begin(), prompt.end());
       const auto out = model::generate(model, in, g);
       pred = tok.decode(std::vector<int32_t>(out.begin(), out.end()));

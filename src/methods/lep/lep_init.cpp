@@ -24,6 +24,7 @@ Averaging averaging(const data::Tokenizer& old_tok, const data::Tokenizer& new_t
   Averaging T;
   T.rows.resize(size_t(n_new));
   InitCounts& c = T.counts;
+  const bool same_kind = old_tok.kind() == new_tok.kind();
   for (int64_t id = 0; id < n_new; ++id) {
     const int32_t i = int32_t(id);
     auto& row = T.rows[size_t(id)];
@@ -36,6 +37,15 @@ Averaging averaging(const data::Tokenizer& old_tok, const data::Tokenizer& new_t
         ++c.no_pieces;
       }
       continue;
+    }
+    if (same_kind) {
+      const std::string piece = new_tok.piece(i);
+      const int32_t o = old_tok.piece_to_id(piece);
+      if (o >= 0 && o < old_rows && old_tok.piece(o) == piece) {
+        row.push_back(o);
+        ++c.copied;
+        continue;
+      }
     }
     for (int32_t p : old_tok.encode(new_tok.decode({i}), /*add_bos=*/false))
       if (p >= 0 && p < old_rows) row.push_back(p);
@@ -169,8 +179,11 @@ void write_model(const ModelFiles& in, const at::Tensor& E, const at::Tensor& H,
   if (new_tok.kind() == "sentencepiece")
     write_file_atomic((out / "tokenizer.json").string(),
                       data::sentencepiece_tokenizer_json(new_tok.serialized(), tok_file.string()));
-  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
-    if (fs::exists(tok_dir / f)) fs::copy_file(tok_dir / f, out / f);
+  if (fs::exists(tok_dir / "tokenizer_config.json"))
+    write_file_atomic((out / "tokenizer_config.json").string(),
+                      data::adapt_tokenizer_config(read_file((tok_dir / "tokenizer_config.json").string()), new_tok));
+  if (fs::exists(tok_dir / "special_tokens_map.json"))
+    fs::copy_file(tok_dir / "special_tokens_map.json", out / "special_tokens_map.json");
 }
 
 InitCounts init_model(const std::string& model_dir, const std::string& new_tokenizer, const std::string& out_dir) {
@@ -178,8 +191,9 @@ InitCounts init_model(const std::string& model_dir, const std::string& new_token
   const ModelFiles in = model_files(model_dir);
   InitCounts counts;
   const at::Tensor E = init_rows(in.E(), old_tok, new_tok, &counts);
-  log::info("E: {} rows: {} specials copied, {} averaged over their old pieces, {} the mean of all rows", E.size(0),
-            counts.specials_copied, counts.averaged, counts.no_pieces);
+  log::info("E: {} rows: {} copied from the same old token, {} specials copied, {} averaged over their old pieces, {} "
+            "the mean of all rows",
+            E.size(0), counts.copied, counts.specials_copied, counts.averaged, counts.no_pieces);
   // A tied head is averaged from E (the same rows), then trained on its own.
   const at::Tensor H = in.tied ? E : init_rows(in.H(), old_tok, new_tok);
   fs::create_directories(out_dir);

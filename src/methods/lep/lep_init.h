@@ -2,8 +2,13 @@
 // for a new vocabulary from the old model's. A new token's row is the mean, in float32, of the old
 // rows of the tokens the OLD tokenizer splits the new token's decoded text into; the input
 // embeddings E from the old E and the LM head H, separately, from the old H (even when the old
-// model ties them); a special token copies the old row of the same string; a token whose text the
-// old tokenizer splits into nothing gets the mean of all old rows.
+// model ties them); a token the old vocabulary holds (the same piece, tokenizers of one kind: every
+// old id of an Extended vocabulary) and a special token copy the old row of the same string; a
+// token whose text the old tokenizer splits into nothing gets the mean of all old rows. Copying is
+// what re-encoding would give if a lone piece's decoded text came back as that piece; it does not:
+// SentencePiece drops a first piece's word mark on decoding and adds one on encoding ("ing" comes
+// back as "▁ing"), and a byte piece decodes to a raw byte, so 419 of stories260K's 512 pieces were
+// averaged from other rows before.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -19,6 +24,7 @@ namespace kiln::lep {
 
 struct InitCounts {
   int64_t specials_copied = 0;  // by string
+  int64_t copied = 0;           // other tokens of the old vocabulary, by piece
   int64_t averaged = 0;         // the mean of their old pieces' rows
   int64_t no_pieces = 0;        // the mean of all rows (specials without an old twin included)
 };

@@ -33,9 +33,9 @@ int run_init() {
   if (std::filesystem::exists(g_init.out)) input_error("--out {}: exists (kiln lep init never overwrites)", g_init.out);
   InitCounts c;
   write_dir_atomic(g_init.out, [&](const std::string& tmp) { c = init_model(g_init.model, g_init.tokenizer, tmp); });
-  log::info("{}: model of {} with the vocabulary of {}: {} rows averaged over the old pieces, {} specials copied, {} "
-            "the mean of all rows (E and H each)",
-            g_init.out, g_init.model, g_init.tokenizer, c.averaged, c.specials_copied, c.no_pieces);
+  log::info("{}: model of {} with the vocabulary of {}: {} rows copied from the same old token, {} averaged over the "
+            "old pieces, {} specials copied, {} the mean of all rows (E and H each)",
+            g_init.out, g_init.model, g_init.tokenizer, c.copied, c.averaged, c.specials_copied, c.no_pieces);
   return kExitOk;
 }
 
@@ -154,7 +154,7 @@ void setup(CLI::App* sub, std::function<int()>& action) {
   bench->add_option("--tasks", g_bench.tasks, "The task table (YAML: chat, tasks)")->required();
   bench->add_option("--task", g_bench.only, "Run only this task of the table (repeatable)");
   bench->add_option("--chat", g_bench.chat, "Conversation format, overriding the table's: fastchat | llama3 | "
-                                            "openchat | chatml | plain");
+                                            "openchat | chatml | plain | llama2c");
   bench->add_option("--system-prompt", g_bench.system_prompt, "A system message for records without one")
       ->each([](const std::string&) { g_bench.system_set = true; });
   bench->add_option("--out", g_bench.out, "New folder for results.json, results.md and each task's predictions");

@@ -11,7 +11,7 @@
 //                 `{system} USER: {q} ASSISTANT: {a}</s>USER: ...`, targets only on `{a}</s>` (the
 //                 `</s>` is the EOS id, not the literal text). task.system_prompt sets {system}.
 //                 task.chat names another conversation format (data/chat.h: llama3, openchat,
-//                 chatml, plain, or a map of templates), for a model trained in its own: targets
+//                 chatml, plain, llama2c, or a map of templates), for a model trained in its own: targets
 //                 are then each assistant turn's content and the end of its turn.
 #pragma once
 #include <memory>

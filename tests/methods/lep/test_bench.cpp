@@ -132,6 +132,30 @@ TEST(BenchPrompts, Llama3SpecialStringsBecomeTheirIds) {
   EXPECT_EQ(ids, want);
 }
 
+// Generation stops at the format's end of turn: the special token after {content}.
+TEST(BenchPrompts, TurnEndIsTheSpecialTokenAfterTheAnswer) {
+  const std::string l3 = kShared + "/models/llama3-tokenizer";
+  const kiln::data::Tokenizer llama3(l3);
+  EXPECT_EQ(kiln::data::turn_end_id(chat_preset("llama3"), llama3, special_strings(llama3, l3)), 128009);  // <|eot_id|>
+  const kiln::data::Tokenizer mistral(kShared + "/models/mistral-tokenizer");
+  auto specials = special_strings(mistral, kShared + "/models/mistral-tokenizer");
+  specials["<|end_of_turn|>"] = 32000;
+  EXPECT_EQ(kiln::data::turn_end_id(chat_preset("openchat"), mistral, specials), 32000);
+  const kiln::data::Tokenizer stories(kStories);
+  const auto s = special_strings(stories, kStories);
+  EXPECT_EQ(kiln::data::turn_end_id(chat_preset("fastchat"), stories, s), 2);  // {eos}
+  EXPECT_EQ(kiln::data::turn_end_id(chat_preset("llama2c"), stories, s), 1);   // {bos}
+  EXPECT_EQ(kiln::data::turn_end_id(chat_preset("plain"), stories, s), -1);    // a newline: text
+  // llama2c is fastchat with the answer ended by BOS, in prompts and in training targets.
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  kiln::data::render_training(chat_preset("llama2c"), {{"user", "Hi"}, {"assistant", "Hello"}}, stories, s, ids, mask);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.back(), 1);
+  EXPECT_EQ(mask.back(), 1);
+  EXPECT_EQ(render(chat_preset("llama2c"), {{"user", "Hi"}}, stories, s), render(chat_preset("fastchat"), {{"user", "Hi"}}, stories, s));
+}
+
 TEST(BenchTable, ErrorsNameTheFileLineAndKey) {
   TempDir dir;
   auto table = [&](const std::string& body) { return dir.write("t.yaml", body); };
