@@ -396,7 +396,14 @@ void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::st
         input_error("checkpoint {}: weight `{}` has shape [{}], the model needs [{}]", path, name,
                     fmt::join(it->second.sizes(), ", "), fmt::join(p.sizes(), ", "));
       p.copy_(it->second);
+      w.erase(it);
     }
+    // A weight the run trained that this recipe keeps frozen (model.freeze, lora.* changed since)
+    // would silently come from the base model instead.
+    if (!w.empty())
+      input_error("checkpoint {} holds trained weight `{}`{}, which this recipe does not train (were model.freeze or "
+                  "lora.* changed since the run?): loading would drop it",
+                  path, w.begin()->first, w.size() > 1 ? fmt::format(" and {} more", w.size() - 1) : std::string());
     if (c.groups.count("extra")) {
       std::map<std::string, at::Tensor> x(c.group("extra").begin(), c.group("extra").end());
       for (auto& [name, t] : s.task.extra_state()) {

@@ -60,6 +60,11 @@ assert "lm_head.weight" not in tuned or tuned["lm_head.weight"] == base["model.e
 for l in range(5):
     assert tuned[f"model.layers.{l}.self_attn.q_proj.weight"] != base[f"model.layers.{l}.self_attn.q_proj.weight"], l
 PY
+# Exported with more frozen than the run trained: the trained final norm would silently be the base's.
+rc=0; "${inst[@]}" "$KILN_BIN" export "$src/recipes/lep/tiny_instruct.yaml" checkpoint.run_dir="$work/inst" 'model.freeze=[embed_tokens, norm]' \
+  --merged --out "$work/inst-more" > "$work/inst-more.log" 2>&1 || rc=$?
+[[ $rc == 2 && ! -e $work/inst-more ]] && grep -q "holds trained weight \`model.norm.weight\`" "$work/inst-more.log" ||
+  { cat "$work/inst-more.log"; fail "an export freezing what the run trained: exit $rc"; }
 rc=0; "${inst[@]}" "$KILN_BIN" train "$src/recipes/lep/tiny_instruct.yaml" 'model.freeze=[embedings]' train.max_steps=1 \
   checkpoint.run_dir="$work/inst-bad" > "$work/inst-bad.log" 2>&1 || rc=$?
 [[ $rc == 2 ]] && grep -q "model.freeze" "$work/inst-bad.log" || { cat "$work/inst-bad.log"; fail "a bad model.freeze: exit $rc"; }
