@@ -75,9 +75,21 @@ std::string trim(const std::string& s) {
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
 }
 
+using Specials = std::map<std::string, int32_t>;
+
+// The longest special string that starts at text[i] (specials are few and short), or none.
+Specials::const_iterator special_at(const std::string& text, size_t i, const Specials& specials) {
+  auto best = specials.end();
+  if (i >= text.size()) return best;
+  for (auto it = specials.lower_bound(std::string(1, text[i])); it != specials.end() && it->first[0] == text[i]; ++it)
+    if (text.compare(i, it->first.size(), it->first) == 0 && (best == specials.end() || it->first.size() > best->first.size()))
+      best = it;
+  return best;
+}
+
 // Text with special strings: their ids, the text between encoded without BOS/EOS.
-void encode_with_specials(const std::string& text, const Tokenizer& tok,
-                          const std::map<std::string, int32_t>& specials, std::vector<int32_t>& out) {
+void encode_with_specials(const std::string& text, const Tokenizer& tok, const Specials& specials,
+                          std::vector<int32_t>& out) {
   size_t start = 0, i = 0;
   auto flush = [&](size_t end) {
     if (end > start) {
@@ -86,21 +98,14 @@ void encode_with_specials(const std::string& text, const Tokenizer& tok,
     }
   };
   while (i < text.size()) {
-    const std::string* best = nullptr;
-    int32_t best_id = -1;
-    // Specials are few and short: the longest one starting here.
-    for (auto it = specials.lower_bound(std::string(1, text[i])); it != specials.end() && it->first[0] == text[i]; ++it)
-      if (text.compare(i, it->first.size(), it->first) == 0 && (!best || it->first.size() > best->size())) {
-        best = &it->first;
-        best_id = it->second;
-      }
-    if (!best) {
+    const auto best = special_at(text, i, specials);
+    if (best == specials.end()) {
       ++i;
       continue;
     }
     flush(i);
-    out.push_back(best_id);
-    i += best->size();
+    out.push_back(best->second);
+    i += best->first.size();
     start = i;
   }
   flush(text.size());
@@ -188,14 +193,8 @@ int32_t turn_end_id(const ChatFormat& chat, const Tokenizer& tok, const std::map
   const size_t at = chat.assistant.find("{content}");
   if (at == std::string::npos) return -1;
   const std::string end = expand_bos_eos(chat.assistant.substr(at + 9), tok);
-  const std::string* best = nullptr;
-  int32_t id = -1;
-  for (const auto& [text, sid] : specials)
-    if (!text.empty() && end.compare(0, text.size(), text) == 0 && (!best || text.size() > best->size())) {
-      best = &text;
-      id = sid;
-    }
-  return id;
+  const auto it = special_at(end, 0, specials);
+  return it == specials.end() ? -1 : it->second;
 }
 
 std::map<std::string, int32_t> special_strings(const Tokenizer& tok, const std::string& model_dir) {

@@ -550,6 +550,19 @@ size_t invalid_utf8_at(const std::string& s) {
   return std::string::npos;
 }
 
+std::vector<uint32_t> code_points(const std::string& s) {
+  std::vector<uint32_t> out;
+  for (size_t i = 0; i < s.size();) {
+    const auto c = uint8_t(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    uint32_t v = n == 1 ? c : c & (0x7F >> n);
+    for (size_t k = 1; k < n && i + k < s.size(); ++k) v = (v << 6) | (uint8_t(s[i + k]) & 0x3F);
+    out.push_back(v);
+    i += n;
+  }
+  return out;
+}
+
 std::string replace_invalid_utf8(const std::string& s) {
   std::string o;
   o.reserve(s.size());

@@ -72,6 +72,8 @@ std::vector<Record> read_records(const std::string& format, const std::string& p
 size_t invalid_utf8_at(const std::string& s);
 // `s` with each ill-formed sequence replaced by U+FFFD.
 std::string replace_invalid_utf8(const std::string& s);
+// The code points of UTF-8 text (a byte that starts no sequence stands for itself).
+std::vector<uint32_t> code_points(const std::string& s);
 // Every text of the records (texts, labels, words, tags, turns) checked: with `replace`, ill-formed
 // bytes become U+FFFD (returns how many texts changed); else InputError "<file>:<line>: invalid
 // UTF-8 ..." at the word's own line for CoNLL records.

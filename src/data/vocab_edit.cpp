@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "data/readers.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_impl.h"
 
@@ -75,24 +76,19 @@ const std::vector<Script>& scripts() {
 
 // Whether valid UTF-8 text holds a code point of the script.
 bool has_letter_of(const std::string& text, const Script& script) {
-  for (size_t i = 0; i < text.size();) {
-    const auto c = uint8_t(text[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
-    uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
-    for (size_t k = 1; k < n && i + k < text.size(); ++k) cp = (cp << 6) | (uint8_t(text[i + k]) & 0x3F);
+  for (uint32_t cp : code_points(text))
     for (const auto& [lo, hi] : script.ranges)
       if (cp >= lo && cp <= hi) return true;
-    i += n;
-  }
   return false;
 }
 
 const Script* find_script(const std::string& name) {
   if (name.empty()) return nullptr;
-  for (const auto& s : scripts())
-    if (name == s.name) return &s;
   std::string names;
-  for (const auto& s : scripts()) names += (names.empty() ? "" : ", ") + std::string(s.name);
+  for (const auto& s : scripts()) {
+    if (name == s.name) return &s;
+    names += (names.empty() ? "" : ", ") + std::string(s.name);
+  }
   input_error("--script {}: unknown (one of {})", name, names);
 }
 
@@ -376,15 +372,6 @@ ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, cons
   const Script* only = find_script(script);
   return base.kind() == "bpe" ? extend_byte_level(base, add, out_dir, only)
                               : extend_sentencepiece(base, add, out_dir, only);
-}
-
-const std::vector<std::string>& script_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> v;
-    for (const auto& s : scripts()) v.push_back(s.name);
-    return v;
-  }();
-  return names;
 }
 
 }  // namespace kiln::data

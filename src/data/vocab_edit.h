@@ -27,12 +27,11 @@ struct ExtendSummary {
 //   tokens included (these also enter the vocabulary at their ids), and for each one every merge
 //   (left, right) whose halves are in the extended vocabulary, after the old merges in `add`'s order.
 // `add` may be SentencePiece or byte-level BPE. Special tokens of `add` are not carried over.
-// `script` (one of script_names(), e.g. cyrillic; "" for all): only `add`'s tokens holding a letter
-// of that script are added, so text without one (the base's own languages, numbers, punctuation) is
-// cut exactly as the base cuts it. InputError for an unknown name.
+// `script` (e.g. cyrillic, latin, greek, arabic, han; "" for all): only `add`'s tokens holding a
+// letter of that script are added, so text without one (the base's own languages, numbers,
+// punctuation) is cut exactly as the base cuts it. InputError for an unknown name, listing them.
 ExtendSummary extend_tokenizer(const Tokenizer& base, const Tokenizer& add, const std::string& out_dir,
                                const std::string& script);
-const std::vector<std::string>& script_names();
 
 struct ShrinkSummary {
   int32_t old_size = 0, kept = 0, new_size = 0;  // kept: model tokens (bytes included); new_size: + added tokens

@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -164,8 +163,7 @@ void export_adapter(Llama& model, const std::string& dir, const AdapterExport& o
       dropout = lin->lora_dropout;
     }
     KILN_CHECK(lin->lora_r == r && lin->lora_alpha == alpha, "LoRA rank/alpha differ between modules");
-    if (const size_t at = name.find("layers."); at != std::string::npos)
-      layers.insert(std::strtoll(name.c_str() + at + 7, nullptr, 10));
+    if (const int64_t l = layer_of(name); l >= 0) layers.insert(l);
     const std::string short_name = name.substr(name.rfind('.') + 1);
     if (std::find(targets.begin(), targets.end(), short_name) == targets.end()) targets.push_back(short_name);
   }

@@ -14,6 +14,13 @@ const std::vector<std::string>& lora_target_names() {
   return names;
 }
 
+int64_t layer_of(const std::string& name) {
+  const std::string key = "layers.";
+  const size_t at = name.find(key);
+  if (at == std::string::npos) return -1;
+  return std::strtoll(name.c_str() + at + key.size(), nullptr, 10);
+}
+
 bool is_lora_param(const std::string& name) {
   return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
 }
@@ -24,14 +31,6 @@ bool name_matches(const std::string& module, const std::string& target) {
   if (module == target) return true;
   return module.size() > target.size() && module.compare(module.size() - target.size(), target.size(), target) == 0 &&
          module[module.size() - target.size() - 1] == '.';
-}
-
-// The decoder layer of a module name (model.layers.<i>.…), -1 for any other.
-int64_t layer_of(const std::string& name) {
-  const std::string key = "layers.";
-  const size_t at = name.find(key);
-  if (at == std::string::npos) return -1;
-  return std::strtoll(name.c_str() + at + key.size(), nullptr, 10);
 }
 
 std::string join(const std::vector<std::string>& v) {

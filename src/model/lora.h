@@ -35,5 +35,7 @@ NamedParams trainable_parameters(Llama& model);
 // Only the lora_A / lora_B weights.
 NamedParams lora_parameters(Llama& model);
 bool is_lora_param(const std::string& name);
+// The decoder layer of a module or parameter name (model.layers.<i>.…), -1 for any other.
+int64_t layer_of(const std::string& name);
 
 }  // namespace kiln::model

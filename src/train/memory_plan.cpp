@@ -37,13 +37,6 @@ double host_memory() {
 
 std::string gib(double b) { return fmt::format("{:.2f} GiB", b / double(1ull << 30)); }
 
-// Module names as apply_lora reads them: a tied lm_head is embed_tokens; each counted once.
-std::set<std::string> module_set(const std::vector<std::string>& names, const model::LlamaConfig& c) {
-  std::set<std::string> out;
-  for (const auto& m : names) out.insert(m == "lm_head" && c.tie_word_embeddings ? "embed_tokens" : m);
-  return out;
-}
-
 }  // namespace
 
 MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_size, int local_size, c10::Device dev) {
@@ -62,17 +55,19 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
   const int64_t embed = V * h, head = c.tie_word_embeddings ? 0 : V * h;
   p.parameters = L * layer + embed + head + h;
 
+  // Parameters of whole modules named in model.freeze or lora.extra_trainable, each counted once,
+  // a tied lm_head as embed_tokens (as apply_lora reads them). Only the embeddings, head and final
+  // norm are counted: a frozen layer or projection counts as trained, so the plan errs high.
+  auto whole_modules = [&](const std::vector<std::string>& names) {
+    std::set<std::string> seen;
+    for (const auto& m : names) seen.insert(m == "lm_head" && c.tie_word_embeddings ? "embed_tokens" : m);
+    int64_t n = 0;
+    for (const auto& m : seen) n += m == "embed_tokens" ? embed : m == "lm_head" ? head : m == "norm" ? h : 0;
+    return n;
+  };
   const double e = dtype_bytes(r.model.dtype);
   if (!r.lora.enabled) {
-    // model.freeze: the embeddings, head and final norm are subtracted; other names (a layer, a
-    // projection) are counted as trained, so the plan errs high.
-    int64_t frozen = 0;
-    for (const auto& m : module_set(r.model.freeze, c)) {
-      if (m == "embed_tokens") frozen += embed;
-      else if (m == "lm_head") frozen += head;
-      else if (m == "norm") frozen += h;
-    }
-    p.trainable = p.parameters - frozen;
+    p.trainable = p.parameters - whole_modules(r.model.freeze);
     p.weights = double(p.parameters) * e;
     p.gradients = double(p.trainable) * e;
   } else {
@@ -81,12 +76,7 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
     for (const auto& pr : projs)
       if (targets.count(pr.name)) lora += r.lora.r * (pr.in + pr.out);
     lora *= L;
-    int64_t extra = 0;  // whole modules trained beside LoRA (LEP: embeddings and head)
-    for (const auto& m : module_set(r.lora.extra_trainable, c)) {
-      if (m == "embed_tokens") extra += embed;
-      else if (m == "lm_head") extra += head;
-      else if (m == "norm") extra += h;
-    }
+    const int64_t extra = whole_modules(r.lora.extra_trainable);  // trained beside LoRA (LEP: E and H)
     p.trainable = lora + extra;
     p.weights = double(p.parameters) * e + double(lora) * 4.0;  // LoRA matrices are float32
     p.gradients = double(lora) * 4.0 + double(extra) * e;

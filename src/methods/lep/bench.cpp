@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/recipe.h"
 #include "data/chat.h"
+#include "data/readers.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
 #include "model/hf_io.h"
@@ -169,18 +170,7 @@ std::vector<BenchRecord> read_records(const TaskSpec& task) {
 
 namespace {
 
-std::vector<uint32_t> code_points(const std::string& s) {
-  std::vector<uint32_t> out;
-  for (size_t i = 0; i < s.size();) {
-    const auto c = uint8_t(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-    uint32_t v = n == 1 ? c : c & (0x7F >> n);
-    for (size_t k = 1; k < n && i + k < s.size(); ++k) v = (v << 6) | (uint8_t(s[i + k]) & 0x3F);
-    out.push_back(v);
-    i += n;
-  }
-  return out;
-}
+using data::code_points;
 
 bool is_punct(uint32_t c) {
   if (c < 0x80) return std::ispunct(int(c)) != 0;
