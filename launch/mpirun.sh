@@ -14,12 +14,20 @@
 #   -np N                  total ranks; without a host file: N ranks on this machine;
 #                          with one: must equal hosts * ranks-per-node (checked)
 #   --threads T            CPU threads per rank (intra-op); default: cores / ranks-per-node, >= 1
-#   --cores-per-node C     cores of each host; default: this machine's (or Slurm's CPUs on the node)
+#   --cores-per-node C     cores of each host; default: this machine's physical cores, hardware
+#                          threads (SMT) not counted (or Slurm's CPUs on the node)
 #                          - give it with a host file when the hosts differ from this machine
 #   --dry-run              print the mpirun command instead of running it
-# Environment: MPIRUN (default mpirun), KILN_MPIRUN_ARGS (extra mpirun arguments, word-split).
+# Environment: MPIRUN (default mpirun), KILN_MPIRUN_ARGS (extra mpirun arguments, word-split),
+# KILN_SYSFS_ROOT (default /sys: where the core count is read; tests point it at a fake tree).
 # The variables PATH, LD_LIBRARY_PATH, OMP_NUM_THREADS and every KILN_*, NCCL_*, CUDA_*, UCX_*, OMPI_MCA_*
-# are passed to every rank (-x), so remote ranks see what this shell sees.
+# are passed to every rank (-x), so remote ranks see what this shell sees - except
+# CUDA_VISIBLE_DEVICES: it names GPUs of ONE node, and the launch node's value (e.g. 0) would hide the
+# other nodes' GPUs from their ranks. Ranks on this machine inherit it anyway; ranks elsewhere see
+# their own node's value (under Slurm, the one Slurm sets for the job's GPUs on that node). To choose
+# GPUs per node without Slurm, start the program through a wrapper that sets it by host, e.g.
+#   launch/mpirun.sh --hostfile hosts --gpus-per-node 4 ./gpus.sh build/kiln train R.yaml
+#   gpus.sh: case $(hostname) in node-b) export CUDA_VISIBLE_DEVICES=4,5,6,7 ;; esac; exec "$@"
 set -euo pipefail
 
 die() { echo "launch/mpirun.sh: $*" >&2; exit 2; }
@@ -50,9 +58,27 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $# -gt 0 ]] || die "no program to run (usage: launch/mpirun.sh [options] PROGRAM [ARGS...])"
 
+# Physical cores of this machine: one per distinct sibling list in sysfs (the hardware threads of a
+# core share one). Open MPI's PE=N and --bind-to core count cores, so counting SMT threads asked for
+# twice the PEs a node has and mpirun refused to map. Falls back to nproc where sysfs has no topology.
+physical_cores() {
+  local root=${KILN_SYSFS_ROOT:-/sys} dir list on
+  local -A cores_seen=()
+  for dir in "$root"/devices/system/cpu/cpu[0-9]*; do
+    on=1; [[ -r $dir/online ]] && read -r on <"$dir/online"
+    [[ $on == 0 ]] && continue  # an offline CPU: mpirun cannot bind to it
+    list=""
+    if [[ -r $dir/topology/core_cpus_list ]]; then read -r list <"$dir/topology/core_cpus_list"
+    elif [[ -r $dir/topology/thread_siblings_list ]]; then read -r list <"$dir/topology/thread_siblings_list"  # kernels < 5.7
+    fi
+    [[ -n $list ]] && cores_seen[$list]=1
+  done
+  if [[ ${#cores_seen[@]} -gt 0 ]]; then echo "${#cores_seen[@]}"; else nproc --all 2>/dev/null || nproc; fi
+}
+
 # Cores of one node; the hosts of a job are assumed alike.
 cores_given=${cores:+1}
-[[ -n $cores ]] || cores=$(nproc --all 2>/dev/null || nproc)
+[[ -n $cores ]] || cores=$(physical_cores)
 # Inside a Slurm allocation mpirun takes the nodes and slots from Slurm itself (no host file).
 in_slurm=0
 if [[ -z $hostfile && -n ${SLURM_JOB_ID:-} && -n ${SLURM_JOB_NUM_NODES:-} ]]; then
@@ -126,7 +152,13 @@ fi
 
 export OMP_NUM_THREADS=$threads
 export KILN_LAUNCHER=launch/mpirun.sh  # kiln then knows SIGTERM is relayed (no bare-mpirun advice)
-for v in PATH LD_LIBRARY_PATH OMP_NUM_THREADS $(compgen -e | grep -E '^(KILN_|NCCL_|CUDA_|UCX_|OMPI_MCA_)' || true); do
+# Inside a Slurm job mpirun starts its daemons on the other nodes with srun, and srun reads
+# SRUN_CPUS_PER_TASK as --cpus-per-task, which implies --exact (Slurm >= 22.05): that step, and with it
+# every rank on those nodes, would be confined to cpus-per-task CPUs per node. The ranks' cores are
+# chosen by the --map-by above, so the daemons' step must keep the whole allocation.
+[[ -n ${SLURM_JOB_ID:-} ]] && unset SRUN_CPUS_PER_TASK
+# CUDA_VISIBLE_DEVICES is per node (see the header): never forced onto other nodes.
+for v in PATH LD_LIBRARY_PATH OMP_NUM_THREADS $(compgen -e | grep -E '^(KILN_|NCCL_|CUDA_|UCX_|OMPI_MCA_)' | grep -vx CUDA_VISIBLE_DEVICES || true); do
   [[ -n ${!v+x} ]] && cmd+=(-x "$v")
 done
 if [[ -n ${KILN_MPIRUN_ARGS:-} ]]; then
