@@ -218,16 +218,20 @@ std::vector<at::Tensor> trainable_params(torch::nn::Module& m) {
 
 // Runs a decoder layer without keeping its activations, and in backward runs it again (same
 // dropout masks, same autocast state) to get the gradients of its input and trainable parameters.
-// The parameters are inputs of the function, so its output requires grad even when the layer's
-// input does not (the first layer under LoRA: frozen embeddings), and their gradients flow back
-// through the graph as usual, so gradient hooks (bucketed all-reduce) see them as without it.
+// The layer's parameters reach .grad in backward's own recomputed graph (as in PyTorch's reentrant
+// checkpoint), through their AccumulateGrad nodes, so each gradient hook (bucketed all-reduce) runs
+// once per gradient, as without checkpointing. They are not inputs of the function: the outer
+// graph would then call their hooks a second time (with an undefined gradient). `anchor`, an empty
+// tensor that requires grad when the layer trains, makes the output require grad even when the
+// layer's input does not (the first layer under LoRA: frozen embeddings).
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
-  static variable_list forward(AutogradContext* ctx, at::Tensor x, at::TensorList params, int64_t layer_ptr,
-                               at::Tensor cos, at::Tensor sin, c10::optional<at::Tensor> mask, bool causal) {
+  static variable_list forward(AutogradContext* ctx, at::Tensor x, at::Tensor anchor, int64_t n_params,
+                               int64_t layer_ptr, at::Tensor cos, at::Tensor sin, c10::optional<at::Tensor> mask,
+                               bool causal) {
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_ptr);
     ctx->saved_data["layer"] = layer_ptr;
     ctx->saved_data["x_requires_grad"] = x.requires_grad();
-    ctx->saved_data["n_params"] = int64_t(params.size());
+    ctx->saved_data["n_params"] = n_params;
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
     if (mask) ctx->saved_data["mask"] = *mask;
@@ -261,6 +265,11 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
       const bool ac = autocast_enabled(c10::DeviceType::CUDA), ac_cpu = autocast_enabled(c10::DeviceType::CPU);
       set_autocast_enabled(c10::DeviceType::CUDA, ctx->saved_data["autocast"].toBool());
       set_autocast_enabled(c10::DeviceType::CPU, ctx->saved_data["autocast_cpu"].toBool());
+      // No weight cache in the recompute: autocast caches the 16-bit copy of each weight by tensor,
+      // and this runs after the step's autocast scope has cleared its cache, so the copies made here
+      // would stay and be used by the next step's forward, after the optimizer changed the weights.
+      const bool cache = at::autocast::is_autocast_cache_enabled();
+      at::autocast::set_autocast_cache_enabled(false);
       auto gen = at::globalContext().defaultGenerator(x.device());
       at::Tensor rng_now;
       {
@@ -273,18 +282,19 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
         std::lock_guard<std::mutex> lock(gen.mutex());
         gen.set_state(rng_now);
       }
+      at::autocast::set_autocast_cache_enabled(cache);
       set_autocast_enabled(c10::DeviceType::CUDA, ac);
       set_autocast_enabled(c10::DeviceType::CPU, ac_cpu);
     }
-    std::vector<at::Tensor> wrt;
-    if (x_grad) wrt.push_back(x);
-    wrt.insert(wrt.end(), params.begin(), params.end());
-    auto grads = torch::autograd::grad({y}, wrt, {grad_out[0]}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-    variable_list result;
-    result.push_back(x_grad ? grads[0] : at::Tensor());
-    for (int64_t i = 0; i < n_params; ++i) result.push_back(grads[size_t(i + (x_grad ? 1 : 0))]);
-    result.resize(result.size() + 5);  // layer pointer, cos, sin, mask, causal: no gradients
+    // backward(), not grad(..., params): the recomputed graph puts the parameters' gradients into
+    // .grad through their own AccumulateGrad nodes, where their hooks (GradSync's) run once. With
+    // grad() libtorch runs a leaf's hooks on the captured gradient as well, and returning it as this
+    // function's output ran them a second time: every gradient was added twice to its bucket, the
+    // second time racing the bucket's all-reduce (2 ranks with checkpointing != 1 rank).
+    torch::autograd::backward({y}, {grad_out[0]}, /*retain_graph=*/false, /*create_graph=*/false);
+    // x, then anchor, parameter count, layer pointer, cos, sin, mask, causal: no gradients.
+    variable_list result{x_grad ? x.grad() : at::Tensor()};
+    result.resize(8);
     return result;
   }
 };
@@ -376,8 +386,9 @@ at::Tensor LlamaImpl::run_layers(at::Tensor h, const AttentionInputs& in, KVCach
       if (params.empty() && !h.requires_grad()) {
         h = layer->forward(h, in);  // nothing to differentiate: no graph is built anyway
       } else {
-        h = CheckpointedLayer::apply(h, at::TensorList(params), reinterpret_cast<int64_t>(layer.get()), in.cos,
-                                     in.sin, mask, in.causal)[0];
+        at::Tensor anchor = at::empty({0}, h.options().dtype(at::kFloat)).requires_grad_(!params.empty());
+        h = CheckpointedLayer::apply(h, anchor, int64_t(params.size()), reinterpret_cast<int64_t>(layer.get()),
+                                     in.cos, in.sin, mask, in.causal)[0];
       }
     } else {
       h = layer->forward(h, in, cache ? &cache->layers[i] : nullptr, past);

@@ -70,7 +70,9 @@ void GradSync::broadcast_parameters() {
 }
 
 void GradSync::on_grad(size_t i, const at::Tensor& grad) {
-  if (!sync_) return;
+  // Autograd may call a leaf's hooks with an undefined gradient (a function that returned none for
+  // it): that is no gradient, and must neither fill nor add to the slot.
+  if (!sync_ || !grad.defined()) return;
   std::lock_guard<std::mutex> lock(mutex_);
   auto [bi, si] = where_[i];
   Bucket& b = buckets_[bi];
@@ -80,7 +82,12 @@ void GradSync::on_grad(size_t i, const at::Tensor& grad) {
   // earlier micro-batches of this step (if any): slot = new + accumulated.
   const at::Tensor& acc = params_[i].grad();
   if (filled_[i]) {
-    view.add_(grad);  // a parameter reached twice in one backward (retain_graph)
+    // A parameter reached twice in one backward (a shared weight) adds up in its slot; but once the
+    // bucket's collective has started, an add would race it and change what some ranks send.
+    KILN_CHECK(bi >= next_launch_,
+               "GradSync: a second gradient of parameter {} arrived after its bucket's collective started "
+               "(a gradient hook that runs twice for one gradient?)", i);
+    view.add_(grad);
   } else {
     view.copy_(grad);
     if (acc.defined()) view.add_(acc);

@@ -1,6 +1,7 @@
 // Masks, padding, activation checkpointing and LoRA on the real stories260K checkpoint and on a
 // random untied GQA config (so both head layouts are covered).
 #include <gtest/gtest.h>
+#include <ATen/autocast_mode.h>
 
 #include "core/error.h"
 #include "model/hf_io.h"
@@ -142,6 +143,59 @@ TEST(LlamaCheckpointing, SameGradientsWithAndWithout) {
         EXPECT_LT(maxdiff(grads[0][i], grads[1][i]), 1e-6) << "param " << i << " lora=" << lora;
     }
   }
+}
+
+// GradSync's all-reduce lives in gradient hooks: the recompute must not run them twice.
+TEST(LlamaCheckpointing, EachGradientHookRunsOncePerGradient) {
+  for (bool lora : {true, false}) {
+    Llama m = random_model(false);
+    kiln::LoraConfig lc;
+    lc.enabled = lora;
+    apply_lora(m, lc, {});
+    m->train();
+    m->set_activation_checkpointing(true);
+    auto params = trainable_parameters(m);
+    std::vector<int> calls(params.size(), 0);
+    std::vector<unsigned> hooks;
+    for (size_t i = 0; i < params.size(); ++i)
+      hooks.push_back(params[i].second.register_hook([&calls, i](at::Tensor g) {
+        if (g.defined()) ++calls[i];
+      }));
+    m->forward(at::randint(0, 300, {2, 6}, at::kLong)).pow(2).mean().backward();
+    for (size_t i = 0; i < params.size(); ++i) {
+      EXPECT_EQ(calls[i], 1) << params[i].first << " lora=" << lora;
+      params[i].second.remove_hook(hooks[i]);
+    }
+  }
+}
+
+// bf16 autocast keeps a cache of each weight's 16-bit copy, cleared when the step's autocast scope
+// ends; the recompute runs in backward, after that. A copy cached there was used by the next
+// step's forward, after the optimizer had changed the weight (checkpointing + bf16 trained on stale
+// weights from step 2 on, one rank or many).
+TEST(LlamaCheckpointing, Bf16AutocastRecomputeLeavesNoStaleWeights) {
+  std::vector<at::Tensor> second;
+  for (bool ckpt : {false, true}) {
+    Llama m = random_model(false);
+    m->train();
+    m->set_activation_checkpointing(ckpt);
+    at::Tensor ids = at::randint(0, 300, {2, 6}, at::TensorOptions().dtype(at::kLong));
+    auto step = [&] {
+      at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+      at::autocast::set_autocast_enabled(at::kCPU, true);
+      at::Tensor loss = m->forward(ids).to(at::kFloat).pow(2).mean();
+      at::autocast::set_autocast_enabled(at::kCPU, false);
+      at::autocast::clear_cache();  // as the trainer's autocast scope does, before backward
+      return loss;
+    };
+    step().backward();
+    {
+      at::NoGradGuard ng;
+      for (auto& p : m->parameters()) p.add_(0.05);  // the optimizer step
+    }
+    second.push_back(step().detach());
+  }
+  EXPECT_EQ(second[0].item<float>(), second[1].item<float>());
 }
 
 TEST(LlamaLora, InitFreezeAndMergeMatchUnmerged) {
