@@ -337,9 +337,15 @@ void Retention::prune() {
 
 CheckpointFile capture_checkpoint(TrainingState& s) {
   CheckpointFile c;
-  for (auto& [name, p] : s.params) c.groups["weights"].emplace_back(name, p.detach().to(at::kCPU).clone());
-  for (auto& [name, t] : s.optimizer.state()) c.groups["optimizer"].emplace_back(name, t.to(at::kCPU).clone());
-  for (auto& [name, t] : s.task.extra_state()) c.groups["extra"].emplace_back(name, t.detach().to(at::kCPU).clone());
+  // Only rank 0 writes the file, so only rank 0 copies to host memory (one copy, whatever the device).
+  const bool root = s.world.is_root();
+  auto host_copy = [](const at::Tensor& t) { return t.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true); };
+  if (root)
+    for (auto& [name, p] : s.params) c.groups["weights"].emplace_back(name, host_copy(p));
+  KILN_CHECK(s.optimizer, "capture_checkpoint: no optimizer (an evaluation-only trainer)");
+  c.groups["optimizer"] = s.optimizer->state(root);  // host copies already; collective when sharded
+  if (root)
+    for (auto& [name, t] : s.task.extra_state()) c.groups["extra"].emplace_back(name, host_copy(t));
   // RNG states of every rank (dropout masks): gathered, since rank 0 writes the file alone.
   auto gather_state = [&](at::Tensor t, const std::string& kind) {
     t = t.contiguous();
@@ -363,7 +369,7 @@ CheckpointFile capture_checkpoint(TrainingState& s) {
   meta["step"] = s.step;
   meta["tokens_seen"] = s.tokens_seen;
   meta["total_steps"] = s.schedule.total();
-  meta["optimizer"] = {{"kind", "adamw"}, {"steps", s.optimizer.steps()}};
+  meta["optimizer"] = {{"kind", "adamw"}, {"steps", s.optimizer->steps()}};
   meta["schedule"] = {{"kind", s.schedule.kind()}, {"lr", s.recipe.train.lr}, {"warmup", s.schedule.warmup()}, {"total", s.schedule.total()}};
   meta["sampler"] = {{"epoch", st.epoch}, {"position", st.position}};
   meta["world_size"] = s.world.size();
@@ -418,7 +424,8 @@ void restore_checkpoint(TrainingState& s, const CheckpointFile& c, const std::st
     return;
   }
   try {
-    s.optimizer.load_state(c.group("optimizer"), meta["optimizer"].value("steps", int64_t(0)));
+    KILN_CHECK(s.optimizer, "restore_checkpoint: no optimizer to restore (an evaluation-only trainer)");
+    s.optimizer->load_state(c.group("optimizer"), meta["optimizer"].value("steps", int64_t(0)));
   } catch (const InputError& e) {
     throw InputError(fmt::format("checkpoint {}: {}", path, e.what()));
   }

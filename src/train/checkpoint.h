@@ -87,7 +87,7 @@ struct TrainingState {
   parallel::World& world;
   parallel::Communicator& comm;
   const TensorList& params;
-  Optimizer& optimizer;
+  Optimizer* optimizer;  // null in a trainer that only evaluates or exports (no training state)
   data::Sampler& sampler;
   const Schedule& schedule;
   int64_t& step;

@@ -83,6 +83,10 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
   }
   // AdamW's moments are float32 whatever the parameter dtype; ZeRO-1 keeps 1/N of them per rank.
   p.optimizer = 8.0 * double(p.trainable) / (r.dist.zero1 && world_size > 1 ? double(world_size) : 1.0);
+  // Buckets hold gradients in their own dtype for the whole run; ZeRO-1 adds each rank's shard.
+  if (world_size > 1) p.buckets = p.gradients * (1.0 + (r.dist.zero1 ? 1.0 / double(world_size) : 0.0));
+  // Rank 0 gathers the moments bucket by bucket into host memory and copies the trainable weights.
+  p.checkpoint = p.gradients + 8.0 * double(p.trainable);
 
   // Activations kept for backward, per token of one micro-batch. Per layer, as the model runs: the
   // layer input and the RMS norms' inputs, float32 intermediates and outputs (9h), q / k / v before
@@ -104,7 +108,8 @@ MemoryPlan plan_memory(const Recipe& r, const model::LlamaConfig& c, int world_s
   // The language-model head: float32 logits and their gradient over the vocabulary (methods with a
   // label head instead need far less).
   p.logits = tokens * double(V) * 8.0;
-  p.total = p.weights + p.gradients + p.optimizer + p.activations + p.logits;
+  p.total = p.weights + p.gradients + p.optimizer + p.buckets + p.activations + p.logits +
+            (dev.is_cpu() ? p.checkpoint : 0.0);
 
   if (dev.is_cuda()) {
 #ifdef KILN_WITH_CUDA
@@ -133,6 +138,11 @@ std::string MemoryPlan::table(const Recipe& r, int world_size) const {
   o << fmt::format("  optimizer    {:>12}  AdamW moments in float32{}\n", gib(optimizer),
                    r.dist.zero1 && world_size > 1 ? fmt::format(", sharded over {} ranks (ZeRO-1)", world_size)
                                                   : ", not sharded");
+  if (buckets > 0)
+    o << fmt::format("  buckets      {:>12}  gradient buckets of the all-reduce{}\n", gib(buckets),
+                     r.dist.zero1 ? " and this rank's reduced shard" : "");
+  o << fmt::format("  checkpoint   {:>12}  rank 0's host copy of weights and optimizer state while saving{}\n",
+                   gib(checkpoint), device.rfind("host", 0) == 0 ? "" : " (host memory, not in the total)");
   o << fmt::format("  activations  {:>12}  micro-batch {} x {} tokens, {} checkpointing ({} {})\n", gib(activations),
                    r.train.micro_batch, r.data.max_len, r.model.activation_checkpointing ? "with" : "without",
                    r.model.activation_checkpointing ? "without:" : "with:", gib(activations_other));
@@ -152,11 +162,12 @@ void check_memory_plan(const Recipe& r, int world_size, int local_size, c10::Dev
                          ? ""
                          : "; model.activation_checkpointing: true saves " + gib(p.activations - p.activations_other);
   std::string msg = fmt::format(
-      "{}: this run needs about {} per rank and {} has {} (parameters {}, gradients {}, optimizer {}, activations "
-      "{}, logits {}){}; a smaller train.micro_batch or data.max_len, LoRA, dist.zero1 or more ranks lower it "
-      "(train.memory_check: warn runs it anyway)",
+      "{}: this run needs about {} per rank and {} has {} (parameters {}, gradients {}, optimizer {}, buckets {}, "
+      "activations {}, logits {}{}){}; a smaller train.micro_batch or data.max_len, LoRA, dist.zero1 or more ranks "
+      "lower it (train.memory_check: warn runs it anyway)",
       r.file, gib(p.total), p.device, gib(p.available), gib(p.weights), gib(p.gradients), gib(p.optimizer),
-      gib(p.activations), gib(p.logits), hint);
+      gib(p.buckets), gib(p.activations), gib(p.logits),
+      dev.is_cpu() ? ", checkpoint copy " + gib(p.checkpoint) : std::string(), hint);
   if (r.train.memory_check == "warn") {
     if (root) log::warn("{}", msg);
     return;

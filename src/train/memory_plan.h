@@ -23,10 +23,15 @@ struct MemoryPlan {
   double weights = 0;              // bytes, per rank
   double gradients = 0;
   double optimizer = 0;            // AdamW's two moments in float32, divided over ranks by ZeRO-1
+  double buckets = 0;              // more than one rank: GradSync's persistent gradient buckets (one
+                                   // more gradient copy), plus the reduced shard under ZeRO-1
+  double checkpoint = 0;           // rank 0 while it writes a checkpoint: host copies of the trainable
+                                   // weights and of the whole optimizer state (in `total` on CPU only)
   double activations = 0;          // one micro-batch of train.micro_batch x data.max_len tokens, as run
   double activations_other = 0;    // the same with model.activation_checkpointing the other way round
   double logits = 0;               // float32 logits and their gradient over the vocabulary
-  double total = 0;                // weights + gradients + optimizer + activations + logits
+  double total = 0;                // weights + gradients + optimizer + buckets + activations + logits
+                                   // (+ checkpoint on CPU, where host memory is the device's)
   double available = 0;            // bytes this rank may use: the GPU's memory, or host memory / local ranks
   std::string device;              // what `available` is
 

@@ -13,9 +13,11 @@ double clip_coefficient(double norm, double max_grad_norm) {
 }
 
 double sum_of_squares(const std::vector<at::Tensor>& tensors) {
-  double sq = 0;
-  for (auto& t : tensors) sq += t.to(at::kDouble).pow(2).sum().item<double>();
-  return sq;
+  if (tensors.empty()) return 0;
+  // One read back for all tensors (a device sync each would stall a GPU step once per tensor).
+  at::Tensor total = at::zeros({}, tensors[0].options().dtype(at::kDouble));
+  for (auto& t : tensors) total += t.to(total.device(), at::kDouble).pow(2).sum();
+  return total.item<double>();
 }
 
 void adamw_update(at::Tensor& p, const at::Tensor& g, at::Tensor& m, at::Tensor& v, double lr, int64_t t,
@@ -74,11 +76,12 @@ double AdamW::step(double lr, double max_grad_norm) {
   return norm;
 }
 
-TensorList AdamW::state() {
+TensorList AdamW::state(bool keep) {
   TensorList out;
+  if (!keep) return out;
   for (size_t i = 0; i < params_.size(); ++i) {
-    out.emplace_back(params_[i].name + "|exp_avg", m_[i]);
-    out.emplace_back(params_[i].name + "|exp_avg_sq", v_[i]);
+    out.emplace_back(params_[i].name + "|exp_avg", m_[i].to(at::kCPU, false, true));
+    out.emplace_back(params_[i].name + "|exp_avg_sq", v_[i].to(at::kCPU, false, true));
   }
   return out;
 }

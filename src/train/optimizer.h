@@ -23,9 +23,10 @@ class Optimizer {
   // sharded optimizer.
   virtual double step(double lr, double max_grad_norm) = 0;
   virtual int64_t steps() const = 0;
-  // Full state, keyed "<param name>|<state name>" ('/' cannot appear in HDF5 names). Collective for
-  // a sharded optimizer (the state lands on rank 0; other ranks may get an empty list).
-  virtual TensorList state() = 0;
+  // Full state, keyed "<param name>|<state name>" ('/' cannot appear in HDF5 names), as host copies
+  // the caller owns, for the rank that writes it (keep = true; the others get an empty list and copy
+  // nothing). Collective for a sharded optimizer, whose state lands on rank 0 (keep is ignored).
+  virtual TensorList state(bool keep) = 0;
   // Collective for a sharded optimizer: rank 0's `state` is used. InputError naming a missing or
   // misshapen tensor.
   virtual void load_state(const TensorList& state, int64_t steps) = 0;
@@ -60,7 +61,7 @@ class AdamW : public Optimizer {
   AdamW(std::vector<Param> params, const AdamWOptions& o);
   double step(double lr, double max_grad_norm) override;
   int64_t steps() const override { return t_; }
-  TensorList state() override;
+  TensorList state(bool keep) override;
   void load_state(const TensorList& state, int64_t steps) override;
 
  private:

@@ -85,12 +85,14 @@ Trainer::Trainer(const Recipe& recipe, Task& task, parallel::World& world, paral
   schedule_ = std::make_unique<Schedule>(t.schedule, t.lr, warmup_, total_steps_);
   if (t.precision == "fp16")
     input_error("train.precision: fp16 needs loss scaling, which kiln does not do; use bf16 (or fp32)");
-  setup_optimizer();
+  // The optimizer (moments, gradient buckets) is made by fit(): a trainer that only evaluates or
+  // exports (kiln eval, kiln export) allocates no training state.
 }
 
 Trainer::~Trainer() = default;
 
 void Trainer::setup_optimizer() {
+  if (opt_) return;
   const TrainConfig& t = recipe_.train;
   std::vector<at::Tensor> tensors;
   std::vector<bool> decay;
@@ -135,19 +137,22 @@ double Trainer::train_step() {
   comm_.set_context(step_, "collate");
   std::vector<int64_t> mine = sampler_->next();
   std::vector<data::Batch> batches;
+  std::vector<int64_t> batch_targets;  // asked once per micro-batch: a method may count on the device
   int64_t local_targets = 0;
   for (int64_t k = 0; k < accum_; ++k) {
     int64_t b = k * micro, e = std::min<int64_t>(int64_t(mine.size()), (k + 1) * micro);
     if (b >= e) break;
     batches.push_back(task_.collate(Split::train, std::vector<int64_t>(mine.begin() + b, mine.begin() + e)));
-    local_targets += task_.targets(batches.back());
+    batch_targets.push_back(task_.targets(batches.back()));
+    local_targets += batch_targets.back();
   }
   at::Tensor count = scalar_tensor({double(local_targets)});
   comm_.all_reduce(count, parallel::ReduceOp::Sum, "target count");
   const double global_targets = count.item<double>();
 
   task_.set_training(true);
-  double loss_sum = 0;
+  // The loss sum stays on the device until the step's stats are reduced: no host sync per micro-batch.
+  at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(world_.device()));
   int64_t tokens = 0;
   comm_.set_context(step_, "forward/backward");
   for (size_t k = 0; k < batches.size(); ++k) {
@@ -159,10 +164,10 @@ double Trainer::train_step() {
       Autocast ac(recipe_.train.precision == "bf16", world_.device());
       ls = task_.loss(batch);
     }
-    KILN_CHECK(ls.targets == task_.targets(batch), "method counted {} targets, announced {}", ls.targets,
-               task_.targets(batch));
+    KILN_CHECK(ls.targets == batch_targets[k], "method counted {} targets, announced {}", ls.targets,
+               batch_targets[k]);
     if (global_targets > 0) (ls.sum.to(at::kFloat) / global_targets).backward();
-    loss_sum += ls.sum.item<double>();
+    loss_sum += ls.sum.detach().to(loss_sum.device(), at::kDouble);
     tokens += task_.tokens(batch);
   }
   if (global_targets > 0) {
@@ -186,7 +191,7 @@ double Trainer::train_step() {
   for (auto& [name, p] : params_) p.mutable_grad() = at::Tensor();
 
   // Loss, tokens and the stop flag travel together: one small all-reduce per step.
-  at::Tensor stats = scalar_tensor({loss_sum, double(tokens), StopSignals::requested() ? 1.0 : 0.0});
+  at::Tensor stats = scalar_tensor({loss_sum.item<double>(), double(tokens), StopSignals::requested() ? 1.0 : 0.0});
   comm_.all_reduce(stats, parallel::ReduceOp::Sum, "step stats");
   last_tokens_ = int64_t(stats[1].item<double>());
   tokens_seen_ += last_tokens_;
@@ -247,11 +252,16 @@ void Trainer::save_checkpoint(const std::string& path) {
 }
 
 TrainingState Trainer::state() {
-  return TrainingState{recipe_, task_, world_, comm_, params_, *opt_, *sampler_, *schedule_, step_, global_batch_, tokens_seen_};
+  return TrainingState{recipe_, task_, world_, comm_, params_, opt_.get(), *sampler_, *schedule_, step_, global_batch_, tokens_seen_};
 }
 
 void Trainer::load_checkpoint(const std::string& path, bool weights_only) {
+  comm_.set_context(step_, "reading the checkpoint");
   CheckpointFile c = read_checkpoint(path);
+  // Each rank reads and verifies the whole file; on cold shared storage some take minutes longer
+  // than others. The collectives of restoring it (and of the first step) have the short deadline,
+  // so the slowest reader is waited for here, under the long one.
+  if (world_.size() > 1) comm_.barrier("checkpoint read by every rank", comm_.slow_work_timeout_s());
   TrainingState st = state();
   restore_checkpoint(st, c, path, weights_only);
 }
@@ -304,6 +314,7 @@ void Trainer::write_results(const FitResult& res, double secs, int64_t resumed_f
 }
 
 FitResult Trainer::fit() {
+  setup_optimizer();
   FitResult res;
   const std::string results_md = (fs::path(run_dir_) / "results.md").string();
   StopSignals signals;

@@ -30,8 +30,12 @@ Zero1AdamW::Zero1AdamW(GradSync& sync, std::vector<bool> decay, AdamWOptions opt
       if (lo >= hi) continue;
       sh.segments.push_back({s.param, lo - s.offset, lo - sh.begin, hi - lo, static_cast<bool>(decay_[s.param])});
     }
-    sh.exp_avg = at::zeros({sh.numel}, b.flat.options());
-    sh.exp_avg_sq = at::zeros({sh.numel}, b.flat.options());
+    // Moments and the update in float32 for 16-bit parameters, as the replicated AdamW does: in bf16
+    // `v *= 0.999` rounds back to v, so the second moment would never decay, and 1 GPU and 8 would
+    // train differently.
+    auto state_opts = b.flat.options().dtype(b.flat.element_size() < 4 ? at::kFloat : b.flat.scalar_type());
+    sh.exp_avg = at::zeros({sh.numel}, state_opts);
+    sh.exp_avg_sq = at::zeros({sh.numel}, state_opts);
     shards_.push_back(std::move(sh));
   }
 }
@@ -65,16 +69,16 @@ double Zero1AdamW::step(double lr, double max_grad_norm) {
     auto& b = buckets[bi];
     Shard& sh = shards_[bi];
     // This rank's current parameter values for its shard (the parameters are the master copy,
-    // so a checkpoint load into them is picked up). Padding stays zero.
-    at::Tensor p = at::zeros({sh.numel}, b.flat.options());
+    // so a checkpoint load into them is picked up), in the moments' dtype. Padding stays zero.
+    at::Tensor p = at::zeros({sh.numel}, sh.exp_avg.options());
     for (const auto& seg : sh.segments)
       p.narrow(0, seg.shard_offset, seg.numel).copy_(params[seg.param].detach().reshape(-1).narrow(0, seg.param_offset, seg.numel));
     if (opt_.weight_decay != 0)
       for (const auto& seg : sh.segments)
         if (seg.decay) p.narrow(0, seg.shard_offset, seg.numel).mul_(1 - lr * opt_.weight_decay);
-    adamw_update(p, b.shard, sh.exp_avg, sh.exp_avg_sq, lr, step_, opt_);
-    outgoing[bi] = p;
-    works[bi] = comm.all_gather_async(b.flat, p, fmt::format("parameters, bucket {}/{}", bi + 1, buckets.size()));
+    adamw_update(p, b.shard.to(p.scalar_type()), sh.exp_avg, sh.exp_avg_sq, lr, step_, opt_);
+    outgoing[bi] = p.to(b.flat.scalar_type());  // rounded once, as AdamW's copy back into a bf16 weight
+    works[bi] = comm.all_gather_async(b.flat, outgoing[bi], fmt::format("parameters, bucket {}/{}", bi + 1, buckets.size()));
   }
   for (size_t bi = 0; bi < buckets.size(); ++bi) {
     auto& b = buckets[bi];
@@ -99,16 +103,19 @@ AdamWState Zero1AdamW::gather_state() {
     out.exp_avg.resize(params.size());
     out.exp_avg_sq.resize(params.size());
   }
+  // One bucket at a time through a transient buffer: the whole state never sits on a device, and
+  // only rank 0 keeps (host) copies.
   auto& buckets = sync_.buckets();
   for (size_t bi = 0; bi < buckets.size(); ++bi) {
     const auto& b = buckets[bi];
     for (int which = 0; which < 2; ++which) {
-      at::Tensor full = at::empty({b.padded}, b.flat.options());
-      comm.all_gather(full, which == 0 ? shards_[bi].exp_avg : shards_[bi].exp_avg_sq,
-                      fmt::format("optimizer state, bucket {}/{}", bi + 1, buckets.size()));
+      const at::Tensor& mine = which == 0 ? shards_[bi].exp_avg : shards_[bi].exp_avg_sq;
+      at::Tensor full = at::empty({b.padded}, mine.options());
+      comm.all_gather(full, mine, fmt::format("optimizer state, bucket {}/{}", bi + 1, buckets.size()));
       if (!root) continue;
       auto& dst = which == 0 ? out.exp_avg : out.exp_avg_sq;
-      for (const auto& s : b.slots) dst[s.param] = full.narrow(0, s.offset, s.numel).view(params[s.param].sizes()).clone();
+      for (const auto& s : b.slots)
+        dst[s.param] = full.narrow(0, s.offset, s.numel).view(params[s.param].sizes()).to(at::kCPU, false, true);
     }
   }
   return out;
@@ -136,7 +143,7 @@ void Zero1AdamW::load_state(const AdamWState& full) {
     const auto& b = buckets[bi];
     Shard& sh = shards_[bi];
     for (int which = 0; which < 2; ++which) {
-      at::Tensor flat = at::zeros({b.padded}, b.flat.options());
+      at::Tensor flat = at::zeros({b.padded}, sh.exp_avg.options());
       if (root) {
         const auto& src = which == 0 ? full.exp_avg : full.exp_avg_sq;
         for (const auto& s : b.slots) flat.narrow(0, s.offset, s.numel).copy_(src[s.param].reshape(-1));
@@ -147,8 +154,8 @@ void Zero1AdamW::load_state(const AdamWState& full) {
   }
 }
 
-TensorList Zero1AdamW::state() {
-  AdamWState st = gather_state();  // collective; the full state lands on rank 0
+TensorList Zero1AdamW::state(bool) {
+  AdamWState st = gather_state();  // collective; the full state lands on rank 0, in host memory
   TensorList out;
   for (size_t i = 0; i < st.exp_avg.size(); ++i) {
     out.emplace_back(names_[i] + "|exp_avg", st.exp_avg[i]);

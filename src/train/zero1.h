@@ -37,10 +37,11 @@ class Zero1AdamW : public Optimizer {
   double step(double lr, double max_grad_norm) override;
   int64_t steps() const override { return step_; }
   // The Optimizer interface over gather_state / load_state below. Collective.
-  TensorList state() override;
+  TensorList state(bool keep) override;
   void load_state(const TensorList& state, int64_t steps) override;
 
-  // Collective. The full state lands on rank 0 (other ranks get `step` and empty vectors).
+  // Collective. The full state lands on rank 0, in host memory (other ranks get `step` and empty
+  // vectors).
   AdamWState gather_state();
   // Collective. Only rank 0's tensors are read; the others may pass empty vectors.
   void load_state(const AdamWState& full);
