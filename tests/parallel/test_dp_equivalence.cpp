@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "core/config.h"
+#include "parallel/checking_communicator.h"
 #include "parallel/communicator.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mpi_communicator.h"
@@ -171,15 +172,21 @@ class DataParallel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     World::get().configure_threads(1);
-    comm_ = new MpiCommunicator(60);
+    mpi_ = new MpiCommunicator(60);
+    // Every collective of these tests is checked: buffers untouched while in flight, the same
+    // sequence on every rank.
+    comm_ = new CheckingCommunicator(*mpi_);
   }
   static void TearDownTestSuite() {
     delete comm_;
+    delete mpi_;
     comm_ = nullptr;
   }
-  static MpiCommunicator* comm_;
+  static MpiCommunicator* mpi_;
+  static CheckingCommunicator* comm_;
 };
-MpiCommunicator* DataParallel::comm_ = nullptr;
+MpiCommunicator* DataParallel::mpi_ = nullptr;
+CheckingCommunicator* DataParallel::comm_ = nullptr;
 
 TEST_F(DataParallel, RunsOnTwoRanks) { EXPECT_EQ(comm_->size(), 2); }
 
