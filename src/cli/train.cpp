@@ -56,6 +56,7 @@ Session::Session(const RecipeArgs& args, Recipe r, bool training)
   std::string layout = world.describe_layout();  // collective: every rank takes part
   log::info("kiln: {} rank(s)\n{}", world.size(), layout);
   comm = parallel::make_communicator(recipe.dist, world);
+  if (world.size() > 1) log::info("communicator: {}", comm->backend());
   task = methods::make_task(recipe);
   if (training) {
     train::advise_on_bare_mpirun(world.is_root());

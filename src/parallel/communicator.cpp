@@ -1,11 +1,13 @@
 #include "parallel/communicator.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "parallel/checking_communicator.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/world.h"
 #ifdef KILN_WITH_CUDA
@@ -128,18 +130,32 @@ void Communicator::still_waiting(const Op& op, double waited_s) const {
 }
 
 std::unique_ptr<Communicator> make_communicator(const DistConfig& cfg, World& world) {
-  bool cuda = world.device().is_cuda();
-  if (cfg.backend == "nccl" && !cuda)
-    input_error("recipe key `dist.backend`: `nccl` needs a GPU on every rank, and this rank has none ({})",
-                world.device().str());
+  const bool cuda = world.device().is_cuda();
 #ifdef KILN_WITH_CUDA
-  if (cfg.backend == "nccl" || (cfg.backend == "auto" && cuda))
-    return std::make_unique<NcclCommunicator>(cfg.timeout_s, world);
+  constexpr bool with_nccl = true;
 #else
+  constexpr bool with_nccl = false;
   if (cfg.backend == "nccl")
     input_error("recipe key `dist.backend`: `nccl` needs kiln built with CUDA (cmake -DKILN_CUDA=ON)");
 #endif
-  return std::make_unique<MpiCommunicator>(cfg.timeout_s);
+  const std::string backend = cfg.backend == "nccl" || (cfg.backend == "auto" && cuda && with_nccl) ? "nccl" : "mpi";
+  // Every rank checks every rank's choice before the first collective, so that a node without a
+  // GPU or two ranks on one GPU is one error line on every rank instead of mismatched collectives.
+  std::string disagreement = check_device_agreement(world.gather_device_choices(world.device_choice(backend)));
+  if (!disagreement.empty()) throw InputError(disagreement);
+  if (backend == "nccl" && !cuda)
+    input_error("recipe key `dist.backend`: `nccl` needs a GPU on every rank, and the ranks have none ({})",
+                world.device().str());
+  std::unique_ptr<Communicator> comm;
+#ifdef KILN_WITH_CUDA
+  if (backend == "nccl") comm = std::make_unique<NcclCommunicator>(cfg.timeout_s, world);
+#endif
+  if (!comm) comm = std::make_unique<MpiCommunicator>(cfg.timeout_s);
+  // A debugging mode for whole runs: every collective checked (checking_communicator.h), at the
+  // cost of all overlap and one small all-gather per collective.
+  const char* check = std::getenv("KILN_CHECK_COLLECTIVES");
+  if (check && std::string(check) == "1") return std::make_unique<CheckingCommunicator>(std::move(comm));
+  return comm;
 }
 
 std::string tensors_checksum(const std::vector<at::Tensor>& tensors) {

@@ -111,7 +111,9 @@ class Communicator {
 };
 
 // backend auto: nccl when the World's device is CUDA and kiln was built with it, else mpi.
-// Throws InputError when `nccl` is asked for without CUDA.
+// Collective: first every rank checks that all ranks chose the same device type and backend and
+// that no two share a GPU (check_device_agreement, world.h); throws the same InputError on every
+// rank when they do not, and when `nccl` is asked for without CUDA.
 std::unique_ptr<Communicator> make_communicator(const kiln::DistConfig& cfg, World& world);
 
 // Every rank's bytes, on every rank (all[r] from rank r). Collective.

@@ -8,12 +8,16 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "parallel/world.h"
@@ -23,7 +27,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// MPI types that MPI_SUM understands; anything else is reduced in a float32 copy.
+// MPI types that MPI_SUM understands. Half and bfloat16 are not among them: they are reduced by
+// kiln's own operations (sum_16bit), everything else in a float32 copy.
 MPI_Datatype reducible_type(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return MPI_FLOAT;
@@ -35,6 +40,18 @@ MPI_Datatype reducible_type(at::ScalarType t) {
     case at::kByte: return MPI_UINT8_T;
     default: return MPI_DATATYPE_NULL;
   }
+}
+
+bool is_16bit_float(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+
+// inout[i] = in[i] + inout[i], added in float and rounded to T at once, as NCCL does on every hop
+// of its ring: a 16-bit bucket is then reduced in its own precision by both backends, and on two
+// ranks it is exactly at::add(a, b) on either rank, in whichever order MPI pairs them.
+template <typename T>
+void sum_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
+  const T* a = static_cast<const T*>(in);
+  T* b = static_cast<T*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = static_cast<T>(static_cast<float>(a[i]) + static_cast<float>(b[i]));
 }
 
 std::string mpi_error(int rc) {
@@ -97,6 +114,15 @@ struct MpiCommunicator::Impl {
   std::deque<std::shared_ptr<MpiWork>> queue;
   bool stop = false;
   std::thread thread;
+  // Two bytes per element for MPI; the element-wise sums above are the operations on it.
+  MPI_Datatype type_16bit = MPI_DATATYPE_NULL;
+  MPI_Op sum_bf16 = MPI_OP_NULL, sum_fp16 = MPI_OP_NULL;
+
+  std::pair<MPI_Datatype, MPI_Op> reduction(at::ScalarType t) const {
+    if (t == at::kBFloat16) return {type_16bit, sum_bf16};
+    if (t == at::kHalf) return {type_16bit, sum_fp16};
+    return {reducible_type(t), MPI_SUM};
+  }
 
   void loop() {
     for (;;) {
@@ -164,7 +190,8 @@ struct MpiCommunicator::Impl {
     char* out = static_cast<char*>(w.buf_out.data_ptr());
     const bool reduce = kind == Kind::AllReduce || kind == Kind::ReduceScatter;
     // Reductions go element-wise in their MPI type; everything else moves bytes.
-    MPI_Datatype type = reduce ? reducible_type(w.buf_out.scalar_type()) : MPI_BYTE;
+    auto [type, sum] =
+        reduce ? reduction(w.buf_out.scalar_type()) : std::pair<MPI_Datatype, MPI_Op>{MPI_BYTE, MPI_SUM};
     const int64_t elem = reduce ? w.buf_out.element_size() : 1;
     if (kind == Kind::AllReduce || kind == Kind::Broadcast) {
       // MPI counts are int: larger tensors go in pieces, one after the other.
@@ -173,7 +200,7 @@ struct MpiCommunicator::Impl {
       for (int64_t off = 0; off < total; off += piece) {
         int n = static_cast<int>(std::min(piece, total - off));
         if (kind == Kind::AllReduce)
-          check(w, MPI_Iallreduce(MPI_IN_PLACE, out + off * elem, n, type, MPI_SUM, comm, &req));
+          check(w, MPI_Iallreduce(MPI_IN_PLACE, out + off * elem, n, type, sum, comm, &req));
         else
           check(w, MPI_Ibcast(out + off * elem, n, type, w.op.root, comm, &req));
         poll(w, req, deadline);
@@ -187,7 +214,7 @@ struct MpiCommunicator::Impl {
     if (kind == Kind::AllGather)
       check(w, MPI_Iallgather(in, static_cast<int>(count), type, out, static_cast<int>(count), type, comm, &req));
     else
-      check(w, MPI_Ireduce_scatter_block(in, out, static_cast<int>(count), type, MPI_SUM, comm, &req));
+      check(w, MPI_Ireduce_scatter_block(in, out, static_cast<int>(count), type, sum, comm, &req));
     poll(w, req, deadline);
   }
 };
@@ -203,6 +230,11 @@ MpiCommunicator::MpiCommunicator(double timeout_s) : Communicator(timeout_s), im
   MPI_Comm_rank(impl_->comm, &impl_->rank);
   MPI_Comm_size(impl_->comm, &impl_->size);
   impl_->cuda_aware = query_cuda_aware();
+  rc = MPI_Type_contiguous(2, MPI_BYTE, &impl_->type_16bit);
+  if (rc == MPI_SUCCESS) rc = MPI_Type_commit(&impl_->type_16bit);
+  if (rc == MPI_SUCCESS) rc = MPI_Op_create(&sum_16bit<c10::BFloat16>, 1, &impl_->sum_bf16);
+  if (rc == MPI_SUCCESS) rc = MPI_Op_create(&sum_16bit<c10::Half>, 1, &impl_->sum_fp16);
+  if (rc != MPI_SUCCESS) throw InternalError("creating the 16-bit float sums for MPI failed: " + mpi_error(rc));
   impl_->thread = std::thread([this] { impl_->loop(); });
 }
 
@@ -215,7 +247,11 @@ MpiCommunicator::~MpiCommunicator() {
   if (impl_->thread.joinable()) impl_->thread.join();
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && impl_->comm != MPI_COMM_NULL) MPI_Comm_free(&impl_->comm);
+  if (finalized) return;
+  if (impl_->comm != MPI_COMM_NULL) MPI_Comm_free(&impl_->comm);
+  if (impl_->sum_bf16 != MPI_OP_NULL) MPI_Op_free(&impl_->sum_bf16);
+  if (impl_->sum_fp16 != MPI_OP_NULL) MPI_Op_free(&impl_->sum_fp16);
+  if (impl_->type_16bit != MPI_DATATYPE_NULL) MPI_Type_free(&impl_->type_16bit);
 }
 
 int MpiCommunicator::rank() const { return impl_->rank; }
@@ -229,15 +265,20 @@ WorkPtr MpiCommunicator::start(Op op) {
     const bool reduce = op.kind == Kind::AllReduce || op.kind == Kind::ReduceScatter;
     const bool in_place = op.kind == Kind::AllReduce || op.kind == Kind::Broadcast;
     const bool cuda = op.out.is_cuda();
-    const bool direct = !cuda || impl_->cuda_aware;
     at::ScalarType dtype = op.out.scalar_type();
-    if (reduce && reducible_type(dtype) == MPI_DATATYPE_NULL) dtype = at::kFloat;
+    // kiln's 16-bit sums run on the host, so their operands must be host memory even where MPI
+    // could read the device's.
+    const bool host_op = reduce && is_16bit_float(dtype);
+    const bool direct = !cuda || (impl_->cuda_aware && !host_op);
+    if (reduce && !host_op && reducible_type(dtype) == MPI_DATATYPE_NULL) dtype = at::kFloat;
     auto host = at::TensorOptions().dtype(dtype).device(cuda && !direct ? at::kCPU : op.out.device());
     if (cuda && !direct) host = host.pinned_memory(true);
     auto usable = [&](const at::Tensor& t) { return direct && t.is_contiguous() && t.scalar_type() == dtype; };
 #ifdef KILN_WITH_CUDA
-    // MPI reads device memory outside torch's streams: the kernels producing it must be done.
-    if (cuda && direct) c10::cuda::getCurrentCUDAStream().synchronize();
+    // MPI reads device memory outside torch's streams: the kernels producing it must be done. They
+    // were queued on the current stream of the tensor's device, which is not the current device's
+    // when the caller's thread has another one current.
+    if (cuda && direct) c10::cuda::getCurrentCUDAStream(op.out.device().index()).synchronize();
 #endif
     if (usable(op.out)) {
       w->buf_out = op.out;

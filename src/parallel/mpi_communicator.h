@@ -4,7 +4,10 @@
 //  - MPI is entered from one thread at a time (MPI_THREAD_SERIALIZED suffices);
 //  - a collective that does not finish in timeout_s ends the job with a message (the watchdog).
 // CUDA tensors are staged through pinned host memory, or passed to MPI directly when the library
-// reports CUDA-aware support. Half and bfloat16 reductions are carried out in float32.
+// reports CUDA-aware support. Half and bfloat16 are reduced in their own precision, as NCCL reduces
+// them: user-defined MPI operations add in float and round to the 16-bit type at every addition
+// (so a bf16 bucket gives the same sums on both backends, not more accurate ones under MPI).
+// Avg is the sum divided by the world size afterwards, in the tensor's dtype.
 #pragma once
 #include <memory>
 

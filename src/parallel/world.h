@@ -8,8 +8,29 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace kiln::parallel {
+
+// One rank's device as World chose it, and the communicator it is about to use. Every rank's is
+// gathered before the first collective, because a rank that disagrees (no GPU on its node, two
+// ranks on one GPU) would otherwise hang the others in mismatched collectives, or run silently slow.
+struct DeviceChoice {
+  int rank = 0;
+  std::string host;
+  int local_rank = 0;
+  std::string device;     // cpu | cuda:N
+  std::string gpu;        // the GPU's UUID: tells GPUs apart when each rank sees its own set; "" on cpu
+  int visible_gpus = 0;   // GPUs torch sees on this rank
+  std::string request;    // KILN_DEVICE as set ("" when unset): auto | cpu | cuda
+  std::string backend;    // mpi | nccl
+  std::string problem;    // why this rank cannot use the GPU it chose ("" when it can)
+};
+
+// The one-line error for a set of choices that cannot make one job (device types or backends that
+// differ, two ranks of a host on one GPU, a KILN_DEVICE that is unknown or could not be honoured),
+// naming the ranks and hosts; "" when every rank agrees. Pure, so that it is tested without GPUs.
+std::string check_device_agreement(const std::vector<DeviceChoice>& all);
 
 class World {
  public:
@@ -21,7 +42,12 @@ class World {
   int local_size() const { return local_size_; }
   const std::string& hostname() const { return hostname_; }
   bool is_root() const { return rank_ == 0; }
-  c10::Device device() const { return device_; }  // cuda:local_rank on GPU machines, else cpu
+  // cuda:(local_rank % visible GPUs) where torch sees a GPU, else cpu; KILN_DEVICE=cpu forces the CPU.
+  // A CUDA device is made the current device of the thread that created the World (normally main).
+  c10::Device device() const { return device_; }
+  // This rank's choice, with the backend it will use, and (collective) every rank's.
+  DeviceChoice device_choice(const std::string& backend) const;
+  std::vector<DeviceChoice> gather_device_choices(const DeviceChoice& mine) const;
   // Sets torch's intra-op threads: `threads` when > 0, else the cores this rank is bound to.
   int configure_threads(int threads);
   int threads() const { return threads_; }
@@ -35,8 +61,8 @@ class World {
  private:
   World();
   ~World();
-  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1;
-  std::string hostname_, launcher_;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1, visible_gpus_ = 0;
+  std::string hostname_, launcher_, device_request_, gpu_uuid_, device_problem_;
   c10::Device device_{c10::kCPU};
   bool we_initialised_mpi_ = false;
 };

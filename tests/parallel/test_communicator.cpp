@@ -1,5 +1,6 @@
 // Under mpirun -np 2: every collective of MpiCommunicator, on the dtypes and layouts the trainer
-// uses, and World's view of the job.
+// uses, World's view of the job, and the check that all ranks agree on their devices (a pure
+// function, fed with made-up GPU layouts, since this machine has no GPU).
 #include <gtest/gtest.h>
 
 #include "core/config.h"
@@ -48,6 +49,43 @@ TEST_F(Collectives, AllReduceSumAndAvg) {
   at::Tensor i = at::full({4}, rank() + 5, at::kLong);
   comm_->all_reduce(i, ReduceOp::Sum);
   EXPECT_TRUE(at::equal(i, at::full({4}, 11, at::kLong)));
+}
+
+// bf16 and fp16 are reduced in their own dtype, as NCCL does: on two ranks that is a + b rounded
+// once, which is what at::add gives, bit for bit, on either rank. Values span many binades so
+// that rounding happens on most elements.
+at::Tensor spread_values(at::ScalarType dtype, int64_t seed, int64_t n) {
+  at::manual_seed(static_cast<uint64_t>(seed));
+  const int max_exp = dtype == at::kHalf ? 8 : 30;  // fp16 tops out at 65504
+  at::Tensor x = at::randn({n}, at::kDouble) * at::exp2(at::randint(-max_exp, max_exp, {n}, at::kDouble));
+  return x.to(dtype);
+}
+
+TEST_F(Collectives, SixteenBitSumsAreRoundedOnceLikeAtAdd) {
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    const int64_t n = 4096;
+    at::Tensor a = spread_values(dtype, 11, n), b = spread_values(dtype, 12, n);
+    ASSERT_FALSE(at::equal(at::add(a, b).to(at::kDouble), a.to(at::kDouble) + b.to(at::kDouble)))
+        << "the values should need rounding";
+    at::Tensor sum = at::add(a, b);
+    const at::Tensor& mine = rank() == 0 ? a : b;
+
+    at::Tensor t = mine.clone();
+    comm_->all_reduce(t, ReduceOp::Sum);
+    EXPECT_EQ(t.scalar_type(), dtype);
+    EXPECT_TRUE(at::equal(t, sum)) << c10::toString(dtype);
+    // Avg is the reduced sum divided by the world size afterwards, in the dtype.
+    t = mine.clone();
+    comm_->all_reduce(t, ReduceOp::Avg);
+    EXPECT_TRUE(at::equal(t, sum.div(2))) << c10::toString(dtype);
+
+    // reduce_scatter: rank r gets chunk r of the same sums.
+    at::Tensor chunk = at::empty({n / 2}, mine.options());
+    comm_->reduce_scatter(chunk, mine, ReduceOp::Sum);
+    EXPECT_TRUE(at::equal(chunk, sum.chunk(2)[rank()])) << c10::toString(dtype);
+    comm_->reduce_scatter(chunk, mine, ReduceOp::Avg);
+    EXPECT_TRUE(at::equal(chunk, sum.div(2).chunk(2)[rank()])) << c10::toString(dtype);
+  }
 }
 
 TEST_F(Collectives, AllReduceNonContiguousInPlace) {
@@ -116,12 +154,129 @@ TEST_F(Collectives, FactoryPicksMpiOnCpuAndRejectsNccl) {
   EXPECT_THROW(make_communicator(cfg, World::get()), InputError);
 }
 
+TEST_F(Collectives, EveryRankGetsTheSameVerdictOnDevices) {
+  World& w = World::get();
+  DeviceChoice mine = w.device_choice("mpi");
+  EXPECT_EQ(mine.rank, w.rank());
+  EXPECT_EQ(mine.host, w.hostname());
+  EXPECT_EQ(mine.device, "cpu");
+  EXPECT_EQ(check_device_agreement(w.gather_device_choices(mine)), "");
+  // Rank 1 pretends to have a GPU (and brings a separator in its KILN_DEVICE): the fields come
+  // through the exchange, and both ranks reach the same one-line verdict.
+  if (w.rank() == 1) {
+    mine.device = "cuda:1";
+    mine.gpu = "00ff";
+    mine.visible_gpus = 2;
+    mine.request = "auto\x1f";
+  }
+  std::vector<DeviceChoice> all = w.gather_device_choices(mine);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].device, "cuda:1");
+  EXPECT_EQ(all[1].gpu, "00ff");
+  EXPECT_EQ(all[1].visible_gpus, 2);
+  EXPECT_EQ(all[1].local_rank, 1);
+  EXPECT_EQ(all[1].request, "auto ");
+  all[1].request = "auto";
+  std::string verdict = check_device_agreement(all);
+  const std::string expected =
+      "rank 0 on cpu, rank 1 on cuda: every rank must use the same device type; torch sees no GPU on host " + w.hostname();
+  EXPECT_EQ(verdict.rfind(expected, 0), 0u) << verdict;
+  std::vector<std::string> verdicts = all_gather_bytes(verdict, *comm_);
+  EXPECT_EQ(verdicts[0], verdicts[1]);
+}
+
 TEST_F(Collectives, MismatchedShapesAreInternalErrors) {
   at::Tensor in = at::zeros({3});
   at::Tensor out = at::zeros({5});
   EXPECT_THROW(comm_->all_gather(out, in), InternalError);
   at::Tensor ints = at::zeros({2}, at::kLong);
   EXPECT_THROW(comm_->all_reduce(ints, ReduceOp::Avg), InternalError);
+}
+
+DeviceChoice choice(int rank, std::string host, int local_rank, std::string device, std::string gpu = "",
+                    std::string backend = "nccl") {
+  DeviceChoice c;
+  c.rank = rank;
+  c.host = std::move(host);
+  c.local_rank = local_rank;
+  c.device = std::move(device);
+  c.gpu = std::move(gpu);
+  c.visible_gpus = c.device == "cpu" ? 0 : 2;
+  c.backend = c.device == "cpu" ? "mpi" : std::move(backend);
+  return c;
+}
+
+TEST(DeviceAgreement, OneRankPerGpuOnEveryHostAgrees) {
+  EXPECT_EQ(check_device_agreement({choice(0, "a", 0, "cuda:0", "a0"), choice(1, "a", 1, "cuda:1", "a1"),
+                                    choice(2, "b", 0, "cuda:0", "b0"), choice(3, "b", 1, "cuda:1", "b1")}),
+            "");
+  EXPECT_EQ(check_device_agreement({choice(0, "a", 0, "cpu"), choice(1, "a", 1, "cpu"), choice(2, "b", 0, "cpu")}), "");
+  EXPECT_EQ(check_device_agreement({choice(0, "a", 0, "cpu")}), "");
+}
+
+TEST(DeviceAgreement, ARankWithoutAGpuIsNamed) {
+  EXPECT_EQ(check_device_agreement({choice(0, "a", 0, "cuda:0", "a0"), choice(1, "a", 1, "cuda:1", "a1"),
+                                    choice(2, "b", 0, "cpu")}),
+            "ranks 0,1 on cuda, rank 2 on cpu: every rank must use the same device type; torch sees no GPU on "
+            "host b (check the NVIDIA driver and CUDA_VISIBLE_DEVICES there), or run every rank on the CPU with "
+            "KILN_DEVICE=cpu");
+  // Many ranks: ranges, not hundreds of numbers.
+  std::vector<DeviceChoice> all;
+  for (int r = 0; r < 64; ++r) {
+    std::string host = "n" + std::to_string(r / 8);
+    bool gpu = r != 10 && r != 40 && r != 41;
+    all.push_back(gpu ? choice(r, host, r % 8, fmt::format("cuda:{}", r % 8), std::to_string(r))
+                      : choice(r, host, r % 8, "cpu"));
+  }
+  std::string e = check_device_agreement(all);
+  EXPECT_EQ(e.rfind("ranks 0-9,11-39,42-63 on cuda, ranks 10,40,41 on cpu: every rank must use the same device "
+                    "type; torch sees no GPU on hosts n1, n5 (",
+                    0),
+            0u)
+      << e;
+}
+
+TEST(DeviceAgreement, TwoRanksOnOneGpuAreRefused) {
+  // Three ranks on a host that sees two GPUs: local rank 2 wraps around to cuda:0.
+  std::string e = check_device_agreement({choice(0, "gpu01", 0, "cuda:0", "u0"), choice(1, "gpu01", 1, "cuda:1", "u1"),
+                                          choice(2, "gpu01", 2, "cuda:0", "u0")});
+  EXPECT_EQ(e, "host gpu01 has 3 ranks (local ranks 0-2) but 2 GPUs for them: local ranks 0,2 would share cuda:0; "
+               "start at most 2 ranks on a host (one per GPU), or run on the CPU with KILN_DEVICE=cpu");
+  // Under MPI with GPU tensors too: the ranks would share the GPU's memory without a word.
+  std::vector<DeviceChoice> mpi = {choice(0, "a", 0, "cuda:0", "u0", "mpi"), choice(1, "a", 1, "cuda:0", "u0", "mpi"),
+                                   choice(2, "b", 0, "cuda:0", "v0", "mpi"), choice(3, "b", 1, "cuda:0", "v0", "mpi")};
+  e = check_device_agreement(mpi);
+  EXPECT_EQ(e, "host a (and 1 other host) has 2 ranks (local ranks 0,1) but 1 GPU for them: local ranks 0,1 would "
+               "share cuda:0; start at most 1 rank on a host (one per GPU), or run on the CPU with KILN_DEVICE=cpu");
+}
+
+TEST(DeviceAgreement, GpusAreToldApartByUuidNotByIndex) {
+  // srun --gpus-per-task=1: every rank sees its own GPU as cuda:0.
+  std::vector<DeviceChoice> own;
+  for (int r = 0; r < 4; ++r) own.push_back(choice(r, "a", r, "cuda:0", "uuid" + std::to_string(r)));
+  for (auto& c : own) c.visible_gpus = 1;
+  EXPECT_EQ(check_device_agreement(own), "");
+  // Without UUIDs, the index is all there is to compare.
+  for (auto& c : own) c.gpu.clear();
+  EXPECT_NE(check_device_agreement(own).find("local ranks 0-3 would share cuda:0"), std::string::npos);
+}
+
+TEST(DeviceAgreement, BackendsAndRequestsMustAgree) {
+  EXPECT_EQ(check_device_agreement(
+                {choice(0, "a", 0, "cuda:0", "a0", "nccl"), choice(1, "b", 0, "cuda:0", "b0", "mpi")}),
+            "rank 0 would use nccl, rank 1 would use mpi: every rank must use the same communicator (recipe key "
+            "`dist.backend`)");
+  std::vector<DeviceChoice> all = {choice(0, "a", 0, "cuda:0", "a0"), choice(1, "b", 0, "cpu")};
+  all[1].request = "cuda";
+  EXPECT_EQ(check_device_agreement(all),
+            "rank 1 (host b): KILN_DEVICE=cuda but torch sees no GPU there; check the NVIDIA driver and "
+            "CUDA_VISIBLE_DEVICES on those nodes");
+  all[1].request = "gpu";
+  EXPECT_EQ(check_device_agreement(all), "rank 1: KILN_DEVICE=gpu: expected auto, cpu or cuda");
+  all[1] = choice(1, "b", 0, "cuda:0", "b0");
+  all[1].problem = "cuda:0 failed: CUDA-capable device(s) is/are busy or unavailable";
+  EXPECT_EQ(check_device_agreement(all), "rank 1 (host b): cannot use the GPU: cuda:0 failed: CUDA-capable device(s) "
+                                         "is/are busy or unavailable");
 }
 
 }  // namespace
