@@ -1,5 +1,6 @@
 // kiln <verb> [recipe] [key=value ...]: the one entry point. Exit codes: 0 success, 2 bad input or
 // usage, 1 internal failure, 3 stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/verbs.h"
@@ -10,6 +11,11 @@
 #include "parallel/world.h"
 
 namespace kiln::cli {
+
+parallel::World& world_for_cpu_work() {
+  setenv("KILN_DEVICE", "cpu", /*overwrite=*/0);
+  return parallel::World::get();
+}
 
 void RecipeArgs::add_to(CLI::App* sub, bool recipe_required) {
   auto* opt = sub->add_option("recipe", recipe, "The YAML recipe");

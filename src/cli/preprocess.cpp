@@ -4,7 +4,6 @@
 // must sit on a file system every rank sees.
 #include <fmt/ranges.h>
 #include <algorithm>
-#include <cstdlib>
 
 #include "cli/verbs.h"
 #include "core/config.h"
@@ -23,10 +22,7 @@ RecipeArgs g_preprocess_args;
 
 int run_preprocess(const RecipeArgs& args) {
   Recipe r = read_recipe(args.recipe, args.overrides);
-  // CPU-only work: ranks need no GPU of their own (more ranks than GPUs on a node is fine here),
-  // unless the user asked for a device explicitly.
-  setenv("KILN_DEVICE", "cpu", /*overwrite=*/0);
-  auto& world = parallel::World::get();
+  auto& world = world_for_cpu_work();
   std::string level = args.log_level != "info" ? args.log_level : r.log.level;
   log::setup(world.rank(), world.size(), args.log_all_ranks || r.log.all_ranks, log::parse_level(level));
   // The method says what its stores hold; its model is not loaded.

@@ -21,7 +21,6 @@
 // tokenizer cut to N model tokens (every byte, then the most frequent on the corpora with what
 // their merges are made of; added tokens kept on top), then optionally extended with ADD: LEP's
 // Optimized tokenizer (data/vocab_edit.h).
-#include <cstdlib>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -104,10 +103,7 @@ std::vector<int32_t> encode_lines(const data::Tokenizer& tok, const std::string&
 }
 
 int run_stats() {
-  // CPU-only work: ranks need no GPU of their own (more ranks than GPUs on a node is fine here),
-  // unless the user asked for a device explicitly.
-  setenv("KILN_DEVICE", "cpu", /*overwrite=*/0);
-  auto& world = parallel::World::get();
+  auto& world = world_for_cpu_work();
   log::setup(world.rank(), world.size(), false, log::Level::info);
   data::Tokenizer tok(g_tok);
   DistConfig dc;

@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+namespace kiln::parallel {
+class World;
+}
+
 namespace kiln::cli {
 
 using Action = std::function<int()>;
@@ -20,6 +24,10 @@ struct RecipeArgs {
   std::string log_level = "info";
   void add_to(CLI::App* sub, bool recipe_required = true);
 };
+
+// The World of a verb whose ranks do CPU-only work (preprocessing, tokenizer statistics): they need
+// no GPU of their own, so more ranks than GPUs on a node is fine, unless KILN_DEVICE says otherwise.
+parallel::World& world_for_cpu_work();
 
 void add_version(CLI::App& app, Action& action);
 void add_recipe(CLI::App& app, Action& action);
