@@ -2,6 +2,10 @@
 // with bench/model_bench.py, the same model and step in PyTorch Python over the same libtorch.
 //   bench_model --model ../shared/models/stories260K/hf --threads 1
 //   bench_model --random --threads 2
+//   bench_model --model models/smollm2-135m-instruct --dtype bfloat16 --batch 8 --seq 128 [--forward]
+// --dtype bfloat16 loads the weights in bfloat16 and runs the step under bf16 autocast, as
+// `kiln train` does with model.dtype: bfloat16 and train.precision: bf16; --forward times the
+// forward pass alone (no gradients), as evaluation and generation's prompt pass run it.
 // Prints one line per run; figures go to docs/model.md. Never asserted.
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -14,12 +18,13 @@
 #include "core/host_memory.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
+#include "train/autocast.h"
 
 using namespace kiln::model;
 
 int main(int argc, char** argv) {
-  std::string model_dir, profile;
-  bool random = false, ckpt = false;
+  std::string model_dir, profile, dtype = "float32";
+  bool random = false, ckpt = false, forward_only = false;
   int threads = 1, batch = 4, seq = 256, steps = 10, warmup = 2;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -31,9 +36,11 @@ int main(int argc, char** argv) {
     else if (a == "--seq") seq = std::stoi(next());
     else if (a == "--steps") steps = std::stoi(next());
     else if (a == "--checkpointing") ckpt = true;
+    else if (a == "--dtype") dtype = next();
+    else if (a == "--forward") forward_only = true;
     else if (a == "--profile") profile = next();  // a chrome://tracing file of 2 extra steps
     else {
-      std::fprintf(stderr, "usage: bench_model (--model DIR | --random) [--threads N] [--batch B] [--seq T] [--steps S] [--checkpointing] [--profile TRACE.json]\n");
+      std::fprintf(stderr, "usage: bench_model (--model DIR | --random) [--threads N] [--batch B] [--seq T] [--steps S] [--checkpointing] [--dtype float32|bfloat16] [--forward] [--profile TRACE.json]\n");
       return 2;
     }
   }
@@ -49,8 +56,9 @@ int main(int argc, char** argv) {
         "random-8x512"));
     m->init_weights(0.02);
   } else {
-    m = load_pretrained(model_dir);
+    m = load_pretrained(model_dir, parse_dtype(dtype));
   }
+  const bool bf16 = parse_dtype(dtype) == at::kBFloat16;
   kiln::LoraConfig lc;  // r 8, alpha 16, q_proj + v_proj: PEFT's LLaMA default
   apply_lora(m, lc, {});
   m->set_activation_checkpointing(ckpt);
@@ -58,6 +66,12 @@ int main(int argc, char** argv) {
   const int64_t V = m->config().vocab_size;
   at::Tensor ids = at::randint(3, V, {batch, seq}, at::kLong);
   auto step = [&] {
+    kiln::train::Autocast ac(bf16, at::kCPU);
+    if (forward_only) {
+      at::NoGradGuard ng;
+      m->forward(ids).sum().item<float>();
+      return;
+    }
     m->zero_grad();
     at::Tensor logits = m->forward(ids.narrow(1, 0, seq - 1));
     at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, V}), ids.narrow(1, 1, seq - 1).reshape({-1}));
@@ -72,10 +86,11 @@ int main(int argc, char** argv) {
     n_params += p.numel();
     if (p.requires_grad()) n_train += p.numel();
   }
-  std::printf("kiln-cpp model=%s params=%lld lora_params=%lld threads=%d batch=%d seq=%d steps=%d ckpt=%d "
-              "step_ms=%.1f tokens_per_s=%.0f\n",
+  std::printf("kiln-cpp model=%s params=%lld lora_params=%lld threads=%d batch=%d seq=%d steps=%d ckpt=%d dtype=%s "
+              "%s step_ms=%.1f tokens_per_s=%.0f\n",
               random ? "random-8x512" : model_dir.c_str(), (long long)n_params, (long long)n_train, threads, batch, seq,
-              steps, int(ckpt), 1000 * s / steps, double(batch) * (seq - 1) * steps / s);
+              steps, int(ckpt), dtype.c_str(), forward_only ? "forward" : "forward+backward", 1000 * s / steps,
+              double(batch) * (forward_only ? seq : seq - 1) * steps / s);
   if (!profile.empty()) {
     torch::autograd::profiler::RecordProfile guard(profile);
     for (int i = 0; i < 2; ++i) step();

@@ -4,14 +4,14 @@
 #     (headers, libraries, share/cmake/Torch), and it brings the CUDA and NCCL libraries it needs.
 #     Required: without it kiln cannot build, and this script fails.
 #   - the reference libraries kiln's tests compare with (Hugging Face `tokenizers`, `transformers`,
-#     `peft`, `sentencepiece`, TensorBoard's event reader).
+#     `peft`, `sentencepiece`, TensorBoard's event reader, llama.cpp's `gguf`).
 #     Optional: when pip cannot install them the tests that need them report themselves skipped.
 # Safe to run again: it installs only what is missing. The first run downloads about 2.6 GB.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$root/.venv
 required=(torch==2.11.0)
-optional=(tokenizers==0.23.3 sentencepiece==0.2.3 transformers==5.24.0 peft==0.21.2 tensorboard==2.21.0)
+optional=(tokenizers==0.23.3 sentencepiece==0.2.3 transformers==5.24.0 peft==0.21.2 tensorboard==2.21.0 gguf==0.19.0)
 if [[ ! -x $venv/bin/python ]]; then
   python3 -m venv "$venv" || { echo "python-env: cannot make $venv (python3-venv missing?)" >&2; exit 1; }
 fi

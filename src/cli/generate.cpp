@@ -1,5 +1,7 @@
 // `kiln generate <model-folder> --prompt TEXT | --ids 1,403,...`: continues a prompt with a Hugging
-// Face model (optionally with a PEFT adapter) and prints the continuation; with --logits FILE also
+// Face model (optionally with a PEFT adapter) and prints the continuation; with --chat the prompt is
+// a user message in the model's chat format (its tokenizer_config.json template, or --chat-format)
+// and the answer stops at the end of the assistant's turn; with --logits FILE also
 // writes the prompt's logits, one row per position, so a checkpoint can be checked by hand against
 // another implementation.
 #include <ATen/Parallel.h>
@@ -11,6 +13,7 @@
 
 #include "cli/verbs.h"
 #include "core/error.h"
+#include "data/chat.h"
 #include "model/generate.h"
 #include "model/hf_io.h"
 
@@ -19,11 +22,11 @@ namespace kiln::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt, ids, logits, adapter, dtype = "float32";
+  std::string model, prompt, ids, logits, adapter, dtype = "float32", chat_format, system;
   int64_t max_new_tokens = 64, threads = 0;
   double temperature = 0, top_p = 1.0;
   uint64_t seed = 0;
-  bool no_bos = false, print_ids = false;
+  bool no_bos = false, print_ids = false, chat = false;
 };
 
 std::vector<int64_t> parse_ids(const std::string& s) {
@@ -59,9 +62,26 @@ int run(const GenerateArgs& a) {
   m->eval();
   std::vector<int64_t> prompt;
   std::unique_ptr<data::Tokenizer> tok;
+  model::GenerateOptions o;
+  if (a.chat && a.prompt.empty()) input_error("kiln generate: --chat takes the user's message as --prompt TEXT");
+  if (!a.chat && (!a.chat_format.empty() || !a.system.empty()))
+    input_error("kiln generate: --chat-format and --system go with --chat");
   if (!a.prompt.empty()) {
     tok = std::make_unique<data::Tokenizer>(model::load_tokenizer(a.model, m->config()));
-    auto ids = tok->encode(a.prompt, !a.no_bos);
+    std::vector<int32_t> ids;
+    if (a.chat) {
+      const data::ChatFormat chat =
+          a.chat_format.empty() ? data::chat_format_of_model(a.model) : data::chat_preset(a.chat_format);
+      const auto specials = data::special_strings(*tok, a.model);
+      std::vector<data::Message> msgs;
+      if (!a.system.empty()) msgs.push_back({"system", a.system});
+      msgs.push_back({"user", a.prompt});
+      ids = data::render(chat, msgs, *tok, specials);
+      const int32_t end = data::turn_end_id(chat, *tok, specials);
+      if (end >= 0) o.stop_ids.push_back(end);
+    } else {
+      ids = tok->encode(a.prompt, !a.no_bos);
+    }
     prompt.assign(ids.begin(), ids.end());
   } else {
     prompt = parse_ids(a.ids);
@@ -88,7 +108,6 @@ int run(const GenerateArgs& a) {
     if (!out.flush()) input_error("--logits {}: write failed", a.logits);
   }
 
-  model::GenerateOptions o;
   o.max_new_tokens = a.max_new_tokens;
   o.temperature = a.temperature;
   o.top_p = a.top_p;
@@ -131,6 +150,10 @@ void add_generate(CLI::App& app, Action& action) {
   sub->add_option("--dtype", a.dtype, "float32 | bfloat16 | float16")->capture_default_str();
   sub->add_option("--threads", a.threads, "Intra-op threads (0: libtorch's default)")->capture_default_str();
   sub->add_flag("--no-bos", a.no_bos, "Do not prepend BOS to --prompt");
+  sub->add_flag("--chat", a.chat, "--prompt is a user message in the model's chat format; stop at the end of the turn");
+  sub->add_option("--chat-format", a.chat_format,
+                  "With --chat: a kiln preset (chatml, llama3, openchat, fastchat, ...) instead of the model's template");
+  sub->add_option("--system", a.system, "With --chat: a system message (default: the template's own, if any)");
   sub->add_flag("--print-ids", a.print_ids, "Print the continuation as ids even for --prompt");
   sub->callback([&action] { action = [] { return run(a); }; });
 }

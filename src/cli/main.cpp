@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   cli::add_generate(app, action);
   cli::add_report(app, action);
   cli::add_tokenizer(app, action);
+  cli::add_import(app, action);
   methods::add_verbs(app, action);  // the methods' own (kiln lep ...)
   try {
     app.parse(argc, argv);

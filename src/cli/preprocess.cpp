@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "data/preprocess.h"
 #include "data/tokenizer.h"
+#include "model/hf_io.h"
 #include "parallel/communicator.h"
 #include "parallel/world.h"
 #include "methods/registry.h"
@@ -28,7 +29,9 @@ int run_preprocess(const RecipeArgs& args) {
   // The method says what its stores hold; its model is not loaded.
   std::unique_ptr<data::Encoder> enc = methods::make_task(r)->encoder(r);
   if (!enc) input_error("{}: method `{}` reads no data stores: there is nothing to preprocess", r.file, r.method);
-  data::Tokenizer tok(r.model.path);
+  // As training loads it (special ids from config.json, BOS policy from tokenizer_config.json), so
+  // the stores hold what the training run would have encoded.
+  data::Tokenizer tok = model::load_tokenizer(r.model.path);
   // Files are exchanged through data.store_dir; the communicator only orders the ranks. Rank 0
   // merges while the others wait at the last barrier, so the deadline is at least an hour.
   DistConfig dc = r.dist;

@@ -38,5 +38,6 @@ void add_export(CLI::App& app, Action& action);
 void add_generate(CLI::App& app, Action& action);
 void add_report(CLI::App& app, Action& action);
 void add_tokenizer(CLI::App& app, Action& action);
+void add_import(CLI::App& app, Action& action);
 
 }  // namespace kiln::cli

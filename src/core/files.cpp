@@ -38,6 +38,10 @@ void sync_dir(const std::string& dir) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
+  write_file_atomic(path, [&](const PutBytes& put) { put(bytes.data(), bytes.size()); });
+}
+
+void write_file_atomic(const std::string& path, const std::function<void(const PutBytes& put)>& fill) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) write_failed(path, errno);
@@ -46,11 +50,21 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     write_failed(path, err);
   };
-  for (size_t done = 0; done < bytes.size();) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail(n < 0 ? errno : ENOSPC);
-    done += size_t(n);
+  const PutBytes put = [&](const void* data, size_t size) {
+    const auto* p = static_cast<const char*>(data);
+    for (size_t done = 0; done < size;) {
+      ssize_t n = ::write(fd, p + done, size - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) write_failed(path, n < 0 ? errno : ENOSPC);  // the catch below removes the temporary
+      done += size_t(n);
+    }
+  };
+  try {
+    fill(put);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
   if (::fsync(fd) != 0) fail(errno);
   if (::close(fd) != 0) {

@@ -12,6 +12,10 @@ namespace kiln {
 
 // The whole of `bytes` as `path`, or nothing (an existing file stays as it was).
 void write_file_atomic(const std::string& path, const std::string& bytes);
+// The same for a file written in pieces (tensors one at a time): `fill` calls `put` for each piece,
+// in order. An exception from fill removes the temporary and goes on.
+using PutBytes = std::function<void(const void* data, size_t size)>;
+void write_file_atomic(const std::string& path, const std::function<void(const PutBytes& put)>& fill);
 
 // Makes the folder `dir` (which must not exist) complete or not at all: `fill` writes into a
 // temporary folder beside it, which is renamed to `dir` when fill returns; if fill throws, the

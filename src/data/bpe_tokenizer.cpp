@@ -2,7 +2,8 @@
 // ByteLevel pre-tokenizer and decoder), as LLaMA-3 and GPT-2-style models ship it:
 //   1. added tokens are matched first, leftmost-longest, and never split;
 //   2. the rest is cut by the pre-tokenizer's regexes (PCRE2 with Unicode properties; `Split` with
-//      behavior Isolated, and ByteLevel's own GPT-2 regex when use_regex is true);
+//      behavior Isolated, `Digits` as \p{N} or \p{N}+, and ByteLevel's own GPT-2 regex when
+//      use_regex is true), each applied in order to the pieces of the one before;
 //   3. each piece's bytes are mapped to printable characters (GPT-2's bytes_to_unicode);
 //   4. with ignore_merges a piece that is itself in the vocabulary is one token; otherwise the
 //      piece's characters are merged pair by pair, lowest merge rank first, leftmost among equals
@@ -317,12 +318,21 @@ class BpeTokenizer final : public Tokenizer::Impl {
         input_error("{}: Split pre-tokenizer with behavior `{}`{}: kiln implements Isolated", path_,
                     p.value("behavior", std::string("?")), p.value("invert", false) ? " (inverted)" : "");
       splits_.push_back(std::make_unique<Regex>(re, path_));
+    } else if (type == "Digits") {
+      // The library's Digits: numeric characters (Rust's char::is_numeric, the general categories
+      // Nd, Nl and No, which is \p{N}) split off, Isolated: each one alone with individual_digits
+      // (SmolLM2, StarCoder: "123" is 1 2 3, "½" and "１" too), else runs of them.
+      splits_.push_back(std::make_unique<Regex>(p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+", path_));
     } else if (type == "ByteLevel") {
+      // The library prepends the space to every piece an earlier pre-tokenizer made; kiln prepends
+      // it once, to the text, which is the same only when nothing split the text before.
+      if (p.value("add_prefix_space", false) && !splits_.empty())
+        input_error("{}: ByteLevel with add_prefix_space after another pre-tokenizer is not implemented", path_);
       byte_level_ = true;
       add_prefix_space_ = p.value("add_prefix_space", false);
       if (p.value("use_regex", true)) splits_.push_back(std::make_unique<Regex>(kGpt2Pattern, path_));
     } else {
-      input_error("{}: pre-tokenizer `{}` is not implemented (kiln: Sequence, Split, ByteLevel)", path_, type);
+      input_error("{}: pre-tokenizer `{}` is not implemented (kiln: Sequence, Split, Digits, ByteLevel)", path_, type);
     }
   }
 

@@ -1,6 +1,12 @@
 #include "data/chat.h"
 
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <regex>
+
 #include "core/error.h"
+#include "core/files.h"
 #include "data/tokenizer.h"
 #include "data/vocab_edit.h"
 
@@ -159,6 +165,62 @@ void render_impl(const ChatFormat& chat, const std::vector<Message>& messages, c
 }
 
 }  // namespace
+
+std::string chat_template_jinja(const ChatFormat& chat, const Tokenizer& tok) {
+  // Jinja string literals take JSON's escapes (\n, \", \\), so a JSON dump quotes each piece.
+  auto lit = [&](const std::string& t) { return nlohmann::json(expand_bos_eos(t, tok)).dump(); };
+  auto halves = [&](const std::string& t) {
+    const size_t at = t.find("{content}");
+    return std::make_pair(lit(t.substr(0, at)), lit(at == std::string::npos ? "" : t.substr(at + 9)));
+  };
+  const std::string content = chat.trim ? "(message['content'] | trim)" : "message['content']";
+  const auto [sys_a, sys_b] = halves(chat.system);
+  const auto [usr_a, usr_b] = halves(chat.user);
+  const auto [ast_a, ast_b] = halves(chat.assistant);
+  std::string j = "{{ " + lit(chat.prefix) + " }}";
+  if (!chat.system_prompt.empty())
+    j += "{% if messages | length == 0 or messages[0]['role'] != 'system' %}{{ " + sys_a + " + " +
+         lit(chat.trim ? trim(chat.system_prompt) : chat.system_prompt) + " + " + sys_b + " }}{% endif %}";
+  j += "{% for message in messages %}{% if message['role'] == 'system' %}{{ " + sys_a + " + " + content + " + " + sys_b +
+       " }}{% elif message['role'] == 'user' %}{{ " + usr_a + " + " + content + " + " + usr_b + " }}{% else %}{{ " +
+       ast_a + " + " + content + " + " + ast_b + " }}{% endif %}{% endfor %}";
+  j += "{% if add_generation_prompt %}{{ " + lit(chat.generation) + " }}{% endif %}";
+  return j;
+}
+
+ChatFormat chat_format_of_model(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "tokenizer_config.json").string();
+  if (!std::filesystem::exists(path)) input_error("{}: missing, so the model's chat format is unknown (give one by name)", path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    input_error("{}: not valid JSON: {}", path, e.what());
+  }
+  if (!j.contains("chat_template") || !j["chat_template"].is_string())
+    input_error("{}: no chat_template, so the model's chat format is unknown (give one by name)", path);
+  const std::string t = j["chat_template"].get<std::string>();
+  if (t.find("<|im_start|>") != std::string::npos) {
+    ChatFormat c = chat_preset("chatml");
+    // A literal system turn in the template is what it adds to a conversation without one.
+    static const std::regex sys(R"('<\|im_start\|>system\n([^'{}<]*)<\|im_end\|>)");
+    std::smatch m;
+    std::string lit = t;
+    // Templates written by Python keep "\n" escaped inside their string literals.
+    for (size_t p = 0; (p = lit.find("\\n", p)) != std::string::npos;) lit.replace(p, 2, "\n");
+    if (std::regex_search(lit, m, sys)) c.system_prompt = m[1].str();
+    return c;
+  }
+  if (t.find("<|start_header_id|>") != std::string::npos) return chat_preset("llama3");
+  if (t.find("GPT4 Correct") != std::string::npos) return chat_preset("openchat");
+  input_error("{}: chat_template not recognised (kiln knows ChatML, LLaMA-3 and openchat templates): give the format by "
+              "name ({})",
+              path, [] {
+                std::string n;
+                for (auto& x : chat_preset_names()) n += (n.empty() ? "" : ", ") + x;
+                return n;
+              }());
+}
 
 ChatFormat read_chat_format(recipe::Section& s, const std::string& key) {
   const recipe::Node* n = s.raw(key);

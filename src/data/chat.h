@@ -34,6 +34,17 @@ struct ChatFormat {
 // the bundled stories260K, separate documents with BOS alone and never learned an EOS).
 ChatFormat chat_preset(const std::string& name);
 const std::vector<std::string>& chat_preset_names();
+// The preset a model folder's own chat template (tokenizer_config.json `chat_template`) follows,
+// recognised by its markers (ChatML's <|im_start|>, LLaMA-3's <|start_header_id|>, openchat's
+// "GPT4 Correct"), with the default system prompt a ChatML template inserts when a conversation
+// has none (SmolLM2's). InputError naming the file when there is no template or kiln does not
+// recognise it.
+ChatFormat chat_format_of_model(const std::string& model_dir);
+// The format as a Jinja chat template (tokenizer_config.json `chat_template`, GGUF
+// tokenizer.chat_template), so that transformers' apply_chat_template and llama.cpp render the text
+// kiln renders; {bos}/{eos} become the tokenizer's strings. The template renders text only: where
+// kiln encodes an answer on its own (answer_alone), token boundaries at the answer can differ.
+std::string chat_template_jinja(const ChatFormat& chat, const Tokenizer& tok);
 // `key` of a recipe section: a preset's name, or a map of the ChatFormat fields over `base` (a
 // preset, default plain). InputError naming file:line and key.
 ChatFormat read_chat_format(recipe::Section& s, const std::string& key);

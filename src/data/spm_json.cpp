@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/spm_model.h"
 #include "data/vocab_edit.h"
 
 namespace kiln::data {
@@ -21,21 +22,6 @@ namespace kiln::data {
 namespace {
 
 using json = nlohmann::json;
-
-// The fields of sentencepiece_model.proto that decide how text is cut; proto2 defaults.
-struct SpmModel {
-  struct Piece {
-    std::string text;
-    float score = 0;
-    int type = 1;  // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
-  };
-  std::vector<Piece> pieces;
-  int model_type = 1;  // 1 unigram, 2 bpe, 3 word, 4 char
-  bool byte_fallback = false, treat_whitespace_as_suffix = false;
-  int64_t unk_id = 0, bos_id = 1, eos_id = 2;
-  std::string normalizer_name, charsmap;
-  bool add_dummy_prefix = true, remove_extra_whitespaces = true, escape_whitespaces = true;
-};
 
 // Protocol-buffer wire format, just enough to read the messages above.
 class Wire {
@@ -91,62 +77,6 @@ class Wire {
   const std::string& origin_;
 };
 
-SpmModel parse(const std::string& proto, const std::string& origin) {
-  SpmModel m;
-  Wire w(proto.data(), proto.size(), origin);
-  while (!w.done()) {
-    int wt;
-    const uint32_t field = w.tag(wt);
-    if (wt != 2) {
-      w.skip(wt);
-      continue;
-    }
-    const std::string_view body = w.bytes();
-    Wire sub(body.data(), body.size(), origin);
-    if (field == 1) {
-      SpmModel::Piece piece;
-      while (!sub.done()) {
-        int st;
-        const uint32_t f = sub.tag(st);
-        if (f == 1 && st == 2) piece.text = std::string(sub.bytes());
-        else if (f == 2 && st == 5) piece.score = sub.fixed32();
-        else if (f == 3 && st == 0) piece.type = int(sub.varint());
-        else sub.skip(st);
-      }
-      m.pieces.push_back(std::move(piece));
-    } else if (field == 2) {  // TrainerSpec
-      while (!sub.done()) {
-        int st;
-        const uint32_t f = sub.tag(st);
-        if (st != 0) {
-          sub.skip(st);
-          continue;
-        }
-        const auto v = int64_t(sub.varint());  // int32 fields: negative values are 10-byte varints
-        const auto i32 = int64_t(int32_t(uint32_t(uint64_t(v))));
-        if (f == 3) m.model_type = int(v);
-        else if (f == 24) m.treat_whitespace_as_suffix = v != 0;
-        else if (f == 35) m.byte_fallback = v != 0;
-        else if (f == 40) m.unk_id = i32;
-        else if (f == 41) m.bos_id = i32;
-        else if (f == 42) m.eos_id = i32;
-      }
-    } else if (field == 3) {  // NormalizerSpec
-      while (!sub.done()) {
-        int st;
-        const uint32_t f = sub.tag(st);
-        if (f == 1 && st == 2) m.normalizer_name = std::string(sub.bytes());
-        else if (f == 2 && st == 2) m.charsmap = std::string(sub.bytes());
-        else if (f == 3 && st == 0) m.add_dummy_prefix = sub.varint() != 0;
-        else if (f == 4 && st == 0) m.remove_extra_whitespaces = sub.varint() != 0;
-        else if (f == 5 && st == 0) m.escape_whitespaces = sub.varint() != 0;
-        else sub.skip(st);
-      }
-    }
-  }
-  return m;
-}
-
 std::string base64(const std::string& in) {
   static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
@@ -173,8 +103,129 @@ std::vector<size_t> char_starts(const std::string& s) {
 
 }  // namespace
 
+SpmModel parse_sentencepiece(const std::string& proto, const std::string& origin) {
+  SpmModel m;
+  Wire w(proto.data(), proto.size(), origin);
+  while (!w.done()) {
+    int wt;
+    const uint32_t field = w.tag(wt);
+    if (wt != 2) {
+      w.skip(wt);
+      continue;
+    }
+    const std::string_view body = w.bytes();
+    Wire sub(body.data(), body.size(), origin);
+    if (field == 1) {
+      SpmModel::Piece piece;
+      while (!sub.done()) {
+        int st;
+        const uint32_t f = sub.tag(st);
+        if (f == 1 && st == 2) piece.text = std::string(sub.bytes());
+        else if (f == 2 && st == 5) piece.score = sub.fixed32();
+        else if (f == 3 && st == 0) piece.type = int(sub.varint());
+        else sub.skip(st);
+      }
+      m.pieces.push_back(std::move(piece));
+    } else if (field == 2) {  // TrainerSpec
+      while (!sub.done()) {
+        int st;
+        const uint32_t f = sub.tag(st);
+        if (st == 2 && f >= 45 && f <= 48) {
+          std::string piece(sub.bytes());
+          (f == 45 ? m.unk_piece : f == 46 ? m.bos_piece : f == 47 ? m.eos_piece : m.pad_piece) = std::move(piece);
+          continue;
+        }
+        if (st != 0) {
+          sub.skip(st);
+          continue;
+        }
+        const auto v = int64_t(sub.varint());  // int32 fields: negative values are 10-byte varints
+        const auto i32 = int64_t(int32_t(uint32_t(uint64_t(v))));
+        if (f == 3) m.model_type = int(v);
+        else if (f == 24) m.treat_whitespace_as_suffix = v != 0;
+        else if (f == 35) m.byte_fallback = v != 0;
+        else if (f == 40) m.unk_id = i32;
+        else if (f == 41) m.bos_id = i32;
+        else if (f == 42) m.eos_id = i32;
+        else if (f == 43) m.pad_id = i32;
+      }
+    } else if (field == 3) {  // NormalizerSpec
+      while (!sub.done()) {
+        int st;
+        const uint32_t f = sub.tag(st);
+        if (f == 1 && st == 2) m.normalizer_name = std::string(sub.bytes());
+        else if (f == 2 && st == 2) m.charsmap = std::string(sub.bytes());
+        else if (f == 3 && st == 0) m.add_dummy_prefix = sub.varint() != 0;
+        else if (f == 4 && st == 0) m.remove_extra_whitespaces = sub.varint() != 0;
+        else if (f == 5 && st == 0) m.escape_whitespaces = sub.varint() != 0;
+        else sub.skip(st);
+      }
+    }
+  }
+  return m;
+}
+
+namespace {
+
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out += char(uint8_t(v) | 0x80);
+    v >>= 7;
+  }
+  out += char(v);
+}
+void put_tag(std::string& out, uint32_t field, int wire_type) { put_varint(out, (uint64_t(field) << 3) | uint64_t(wire_type)); }
+// int32 fields: a negative value is the 10-byte varint of its sign extension, as protobuf writes it.
+void put_int(std::string& out, uint32_t field, int64_t v) {
+  put_tag(out, field, 0);
+  put_varint(out, uint64_t(v));
+}
+void put_bytes(std::string& out, uint32_t field, const std::string& b) {
+  put_tag(out, field, 2);
+  put_varint(out, b.size());
+  out += b;
+}
+
+}  // namespace
+
+std::string serialize_sentencepiece(const SpmModel& m) {
+  std::string out;
+  for (const auto& p : m.pieces) {
+    std::string piece;
+    put_bytes(piece, 1, p.text);
+    put_tag(piece, 2, 5);
+    char f[4];
+    std::memcpy(f, &p.score, 4);
+    piece.append(f, 4);
+    put_int(piece, 3, p.type);
+    put_bytes(out, 1, piece);
+  }
+  std::string trainer;
+  put_int(trainer, 3, m.model_type);
+  put_int(trainer, 4, int64_t(m.pieces.size()));
+  put_int(trainer, 24, m.treat_whitespace_as_suffix);
+  put_int(trainer, 35, m.byte_fallback);
+  put_int(trainer, 40, m.unk_id);
+  put_int(trainer, 41, m.bos_id);
+  put_int(trainer, 42, m.eos_id);
+  put_int(trainer, 43, m.pad_id);
+  put_bytes(trainer, 45, m.unk_piece);
+  put_bytes(trainer, 46, m.bos_piece);
+  put_bytes(trainer, 47, m.eos_piece);
+  put_bytes(trainer, 48, m.pad_piece);
+  put_bytes(out, 2, trainer);
+  std::string norm;
+  put_bytes(norm, 1, m.normalizer_name);
+  if (!m.charsmap.empty()) put_bytes(norm, 2, m.charsmap);
+  put_int(norm, 3, m.add_dummy_prefix);
+  put_int(norm, 4, m.remove_extra_whitespaces);
+  put_int(norm, 5, m.escape_whitespaces);
+  put_bytes(out, 3, norm);
+  return out;
+}
+
 std::string sentencepiece_tokenizer_json(const std::string& model_proto, const std::string& origin) {
-  const SpmModel m = parse(model_proto, origin);
+  const SpmModel m = parse_sentencepiece(model_proto, origin);
   const int64_t n = int64_t(m.pieces.size());
   if (n == 0) input_error("{}: not a SentencePiece model (no pieces)", origin);
   if (m.model_type != 1 && m.model_type != 2)

@@ -172,7 +172,7 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
   std::vector<int32_t> ids = impl_->encode(text);
   // A tokenizer without a BOS or EOS token (-1) adds none, as Hugging Face's do.
-  if (add_bos && bos_ >= 0) ids.insert(ids.begin(), bos_);
+  if (add_bos && adds_bos_ && bos_ >= 0) ids.insert(ids.begin(), bos_);
   if (add_eos && eos_ >= 0) ids.push_back(eos_);
   return ids;
 }

@@ -32,6 +32,11 @@ class Tokenizer {
   int32_t unk_id() const;  // -1: none (byte-level BPE)
   std::string kind() const;  // "sentencepiece" | "bpe"
   void set_special_ids(int32_t bos, int32_t eos, int32_t pad);
+  // False for a vocabulary whose model never starts text with BOS (tokenizer_config.json
+  // `add_bos_token: false`, as GPT-2-style tokenizers such as SmolLM2's say): encode() then adds
+  // none even when asked, as Hugging Face's tokenizer of the same folder does.
+  void set_adds_bos(bool adds) { adds_bos_ = adds; }
+  bool adds_bos() const { return adds_bos_; }
   const std::string& path() const { return path_; }
   // sha256 of the serialized model: stores record it, so a store made with another tokenizer is refused.
   const std::string& checksum() const { return checksum_; }
@@ -48,6 +53,7 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
   std::string path_, checksum_;
   int32_t bos_ = 1, eos_ = 2, pad_ = 2;
+  bool adds_bos_ = true;
 };
 
 }  // namespace kiln::data

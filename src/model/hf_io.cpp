@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "core/log.h"
@@ -124,6 +125,12 @@ void load_weights(Llama& model, const std::string& dir) {
 
 Llama load_pretrained(const std::string& dir, at::ScalarType dtype, c10::Device device) {
   LlamaConfig c = LlamaConfig::from_file(dir);
+  if (dtype == at::kBFloat16 && device.is_cpu()) {
+    static const std::string note = bf16_cpu_note("bfloat16 weights");
+    static bool said = false;
+    if (!note.empty() && !said) log::warn("{}", note);
+    said = true;
+  }
   Llama model(c, dtype, device);
   load_weights(model, dir);
   return model;
@@ -141,6 +148,11 @@ data::Tokenizer load_tokenizer(const std::string& dir, const LlamaConfig& c) {
   data::Tokenizer tok(dir);  // tokenizer.model, else tokenizer.json
   const int32_t eos = int32_t(c.eos());
   tok.set_special_ids(int32_t(c.bos_token_id), eos, c.pad_token_id >= 0 ? int32_t(c.pad_token_id) : eos);
+  const fs::path tc = fs::path(dir) / "tokenizer_config.json";
+  if (fs::exists(tc)) {
+    json j = read_json(tc, "the tokenizer config");
+    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) tok.set_adds_bos(j["add_bos_token"].get<bool>());
+  }
   return tok;
 }
 

@@ -165,36 +165,16 @@ void write_safetensors(const std::string& path, const NamedTensorList& tensors,
   std::string header = h.dump();
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
   header.append((8 - (8 + header.size()) % 8) % 8, ' ');
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) write_failed(path, errno);
-  int err = 0;  // the first failure's reason
-  auto check = [&](bool ok) {
-    if (!ok && err == 0) err = errno ? errno : EIO;
-    return ok;
-  };
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t((uint64_t(header.size()) >> (8 * i)) & 0xff);
-  errno = 0;
-  check(std::fwrite(len, 1, 8, f) == 8) && check(std::fwrite(header.data(), 1, header.size(), f) == header.size());
-  for (const auto& [name, t] : tensors) {
-    if (err) break;
-    at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    const size_t n = size_t(c.numel()) * c.element_size();
-    check(std::fwrite(c.data_ptr(), 1, n, f) == n);
-  }
-  check(std::fflush(f) == 0);
-  check(::fsync(fileno(f)) == 0);
-  check(std::fclose(f) == 0);
-  if (err) {
-    std::remove(tmp.c_str());
-    write_failed(path, err);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    std::remove(tmp.c_str());
-    write_failed(path, err);
-  }
+  write_file_atomic(path, [&](const PutBytes& put) {
+    put(len, 8);
+    put(header.data(), header.size());
+    for (const auto& [name, t] : tensors) {
+      at::Tensor c = t.detach().to(at::kCPU).contiguous();
+      put(c.data_ptr(), size_t(c.numel()) * c.element_size());
+    }
+  });
 }
 
 }  // namespace kiln::model

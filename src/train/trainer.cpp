@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "core/log.h"
@@ -85,6 +86,8 @@ Trainer::Trainer(const Recipe& recipe, Task& task, parallel::World& world, paral
   schedule_ = std::make_unique<Schedule>(t.schedule, t.lr, warmup_, total_steps_);
   if (t.precision == "fp16")
     input_error("train.precision: fp16 needs loss scaling, which kiln does not do; use bf16 (or fp32)");
+  if (t.precision == "bf16" && world.device().is_cpu())
+    if (const std::string note = bf16_cpu_note("train.precision: bf16"); !note.empty()) log::warn("{}", note);
   // The optimizer (moments, gradient buckets) is made by fit(): a trainer that only evaluates or
   // exports (kiln eval, kiln export) allocates no training state.
 }

@@ -1,9 +1,13 @@
 #include "methods/lm/lm_task.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
+#include <filesystem>
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "data/align.h"
 #include "data/chat.h"
@@ -130,9 +134,11 @@ void LmTask::prepare(Split, data::Batch& b) const {
 
 void LmTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
-  const data::ChatFormat chat = data::read_chat_format(task, "chat");
-  task.get_string("system_prompt", chat.name == "fastchat" ? std::string(kDefaultSystemPrompt) : chat.system_prompt);
+  data::ChatFormat chat = data::read_chat_format(task, "chat");
+  chat.system_prompt =
+      task.get_string("system_prompt", chat.name == "fastchat" ? std::string(kDefaultSystemPrompt) : chat.system_prompt);
   task.finish();
+  if (r.data.format == "conversation") trained_chat_ = chat;
   build_model_and_stores(r, world, comm);
 }
 
@@ -212,6 +218,15 @@ void LmTask::export_adapter(const std::string& dir) {
   model::export_adapter(model_, dir, o);
 }
 
-void LmTask::export_merged(const std::string& dir) { model::export_merged(model_, dir); }
+void LmTask::export_merged(const std::string& dir) {
+  model::export_merged(model_, dir);
+  if (!trained_chat_) return;
+  // The conversation format the run trained on becomes the folder's chat template, so that
+  // transformers' apply_chat_template (and llama.cpp, from a GGUF export) prompt it as kiln did.
+  const std::string path = (std::filesystem::path(dir) / "tokenizer_config.json").string();
+  nlohmann::json j = std::filesystem::exists(path) ? nlohmann::json::parse(read_file(path)) : nlohmann::json::object();
+  j["chat_template"] = data::chat_template_jinja(*trained_chat_, model::load_tokenizer(model::model_dir(model_)));
+  write_file_atomic(path, j.dump(2) + "\n");
+}
 
 }  // namespace kiln::methods

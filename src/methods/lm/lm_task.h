@@ -15,7 +15,9 @@
 //                 are then each assistant turn's content and the end of its turn.
 #pragma once
 #include <memory>
+#include <optional>
 
+#include "data/chat.h"
 #include "data/readers.h"
 #include "model/llama.h"
 #include "train/stores.h"
@@ -65,6 +67,8 @@ class LmTask : public train::StoreTask {
   LossSum forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row);
 
   model::Llama model_{nullptr};
+  // The chat format of a run on conversations (set by build()): a merged export's chat template.
+  std::optional<data::ChatFormat> trained_chat_;
 };
 
 // The default {system} text of conversations: UniversalNER's.
