@@ -6,25 +6,30 @@
 
 namespace kiln {
 
-bool cpu_has_native_bf16() {
+std::string cpu_bf16_support() {
   const char* over = std::getenv("KILN_CPUINFO");
   std::ifstream in(over && *over ? over : "/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("flags", 0) != 0) continue;
     std::istringstream words(line.substr(line.find(':') + 1));
-    std::string w;
-    while (words >> w)
-      if (w == "avx512_bf16" || w == "amx_bf16") return true;
-    return false;  // the first processor's flags stand for all
+    std::string w, best;
+    while (words >> w) {
+      if (w == "amx_bf16") return w;
+      if (w == "avx512_bf16") best = w;
+    }
+    return best;  // the first processor's flags stand for all
   }
-  return false;
+  return "";
 }
 
 std::string bf16_cpu_note(const std::string& what) {
-  if (cpu_has_native_bf16()) return "";
-  return what + " on a CPU without avx512_bf16/amx_bf16: libtorch emulates bfloat16 through float32 here, "
-                "so it saves memory but runs slower than float32";
+  const std::string s = cpu_bf16_support();
+  if (s == "amx_bf16") return "";
+  return what + (s.empty() ? " on a CPU without bf16 instructions (libtorch converts through float32)"
+                           : " on a CPU with avx512_bf16 but no AMX") +
+         ": expect it slower than float32 (a LoRA step ran at 0.63x on an avx512_bf16 CPU without AMX, "
+         "docs/model.md); it saves memory, not time";
 }
 
 }  // namespace kiln
