@@ -144,19 +144,30 @@ Llama load_pretrained(const kiln::ModelConfig& cfg, c10::Device device) {
   return model;
 }
 
+namespace {
+// tokenizer_config.json's add_bos_token, where the folder says it.
+void apply_tokenizer_config(data::Tokenizer& tok, const std::string& dir) {
+  const fs::path tc = fs::path(dir) / "tokenizer_config.json";
+  if (!fs::exists(tc)) return;
+  json j = read_json(tc, "the tokenizer config");
+  if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) tok.set_adds_bos(j["add_bos_token"].get<bool>());
+}
+}  // namespace
+
 data::Tokenizer load_tokenizer(const std::string& dir, const LlamaConfig& c) {
   data::Tokenizer tok(dir);  // tokenizer.model, else tokenizer.json
   const int32_t eos = int32_t(c.eos());
   tok.set_special_ids(int32_t(c.bos_token_id), eos, c.pad_token_id >= 0 ? int32_t(c.pad_token_id) : eos);
-  const fs::path tc = fs::path(dir) / "tokenizer_config.json";
-  if (fs::exists(tc)) {
-    json j = read_json(tc, "the tokenizer config");
-    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) tok.set_adds_bos(j["add_bos_token"].get<bool>());
-  }
+  apply_tokenizer_config(tok, dir);
   return tok;
 }
 
-data::Tokenizer load_tokenizer(const std::string& dir) { return load_tokenizer(dir, LlamaConfig::from_file(dir)); }
+data::Tokenizer load_tokenizer(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "config.json")) return load_tokenizer(dir, LlamaConfig::from_file(dir));
+  data::Tokenizer tok(dir);  // a tokenizer-only folder: the ids its own files give
+  apply_tokenizer_config(tok, dir);
+  return tok;
+}
 
 // ---------------------------------------------------------------- PEFT adapter
 
