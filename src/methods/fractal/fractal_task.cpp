@@ -103,6 +103,7 @@ void FractalTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   w_bag_ = task.get_double("bag_weight", 0.8, 0, 1);
   w_cos_ = task.get_double("cos_weight", 0.1, 0, 1);
   w_corr_ = task.get_double("corr_weight", 0.1, 0, 1);
+  cos_target_ = parse_cos_target(task.get_choice("cos_target", "one_plus", {"one_plus", "one_minus"}));
   task.get_double("holdout", 0.0, 0.0, 0.9);  // the encoder's
   embed_batch_ = task.get_int("embed_batch", 64, 1, 1 << 16);
   task.finish();
@@ -392,7 +393,7 @@ train::LossSum FractalTask::loss(const data::Batch& b) {
   if (sentence_level()) return {instance_loss(lg, b["target"]), b.num_targets};
   at::Tensor l = bag_loss(lg, mask, b["bag_label"], agg_);
   if (mode_ == "priors") {
-    l = w_bag_ * l + w_cos_ * cosine_prior(lg, mask, b["sentences"], b["context"]) +
+    l = w_bag_ * l + w_cos_ * cosine_prior(lg, mask, b["sentences"], b["context"], cos_target_) +
         w_corr_ * correlation_prior(lg, mask, b["sentences"]);
   }
   return {l, b.num_targets};

@@ -12,7 +12,8 @@
 // One run trains a scorer per phase (task.phases, in order; each in <run_dir>/<phase>):
 //   bag         the bag loss alone: BCE(bag label, AGG_i p_i), AGG = task.aggregation
 //   priors      task.bag_weight x bag loss + task.cos_weight x cosine prior + task.corr_weight x
-//               correlation prior (the released configs: 0.8 / 0.1 / 0.1)
+//               correlation prior (the released configs: 0.8 / 0.1 / 0.1); the cosine prior's
+//               target by task.cos_target (one_minus: the official code's; one_plus: the paper's)
 //   fractal     the previous phase's scorer labels each training sentence (p > 0.5, made consistent
 //               with its bag label); a fresh scorer trains on those labels (sentence BCE)
 //   supervised  a fresh scorer on the gold sentence labels: the ceiling
@@ -84,6 +85,7 @@ class FractalTask : public train::StoreTask {
   model::Pooling pooling_ = model::Pooling::mean;
   std::string mode_ = "bag";
   double w_bag_ = 0.8, w_cos_ = 0.1, w_corr_ = 0.1;
+  CosTarget cos_target_ = CosTarget::one_plus;
   int64_t embed_batch_ = 64;
   std::vector<std::string> phases_;
   SplitData data_[2];

@@ -51,10 +51,18 @@ at::Tensor bag_loss(const at::Tensor& logits, const at::Tensor& mask, const at::
   return at::binary_cross_entropy_with_logits(s, y, {}, {}, at::Reduction::Sum);
 }
 
+CosTarget parse_cos_target(const std::string& s) {
+  if (s == "one_minus") return CosTarget::one_minus;
+  if (s == "one_plus") return CosTarget::one_plus;
+  throw InternalError("cos_target " + s);
+}
+
+const char* cos_target_name(CosTarget t) { return t == CosTarget::one_minus ? "one_minus" : "one_plus"; }
+
 at::Tensor cosine_prior(const at::Tensor& logits, const at::Tensor& mask, const at::Tensor& sentences,
-                        const at::Tensor& context) {
+                        const at::Tensor& context, CosTarget target) {
   at::Tensor cos = at::cosine_similarity(sentences, context.unsqueeze(1).expand_as(sentences), 2, 1e-8);  // [B, S]
-  at::Tensor s = (1 + cos) / 2;
+  at::Tensor s = target == CosTarget::one_plus ? (1 + cos) / 2 : (1 - cos) / 2;
   at::Tensor bce = at::binary_cross_entropy_with_logits(logits, s.detach(), {}, {}, at::Reduction::None);
   return ((bce * mask).sum(1) / count(mask)).sum();
 }

@@ -24,10 +24,18 @@ at::Tensor bag_probability(const at::Tensor& logits, const at::Tensor& mask, Agg
 // sum over bags of BCE(y_bag, AGG_i p_i); y [B] float 0/1.
 at::Tensor bag_loss(const at::Tensor& logits, const at::Tensor& mask, const at::Tensor& y, Aggregation a);
 
-// Cosine prior: s_i = (1 + cos(e_i, e_context)) / 2; sum over bags of (1/n) sum_i BCE(s_i, p_i).
-// sentences [B, S, H], context [B, H].
+// The cosine prior's target. `one_minus`: s_i = (1 - cos)/2, what the official code computes
+// (fractal_acl25 takes Keras' CosineSimilarity loss, which is the NEGATIVE cosine, and adds 1 and
+// halves it), so a sentence close to its context is pulled towards 0. `one_plus`: s_i = (1 + cos)/2,
+// the paper's stated prior (similar sentences towards 1), kiln's reading before issue 32.
+enum class CosTarget { one_minus, one_plus };
+CosTarget parse_cos_target(const std::string& s);  // "one_minus" | "one_plus"; InternalError otherwise
+const char* cos_target_name(CosTarget t);
+
+// Cosine prior: s_i from cos(e_i, e_context) as `target` says; sum over bags of
+// (1/n) sum_i BCE(s_i, p_i). sentences [B, S, H], context [B, H].
 at::Tensor cosine_prior(const at::Tensor& logits, const at::Tensor& mask, const at::Tensor& sentences,
-                        const at::Tensor& context);
+                        const at::Tensor& context, CosTarget target = CosTarget::one_plus);
 
 // Correlation prior: c_ij = (1 + pearson(e_i, e_j)) / 2 over the bag's sentence embeddings; sum over
 // bags of (1/n) sum_ij |(1-p_i)(1-p_j) - c_ij| * |p_i p_j - c_ij|, i and j over the real sentences.

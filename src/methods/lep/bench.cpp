@@ -4,7 +4,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <map>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -58,15 +61,17 @@ BenchTable read_table(const std::string& path) {
     const std::vector<std::string> def =
         task.type == "choice" ? std::vector<std::string>{"accuracy"} : std::vector<std::string>{"em", "f1"};
     task.metrics = ts.get_strings("metrics", def);
-    const std::set<std::string> valid = task.type == "choice" ? std::set<std::string>{"accuracy", "f1_macro"}
-                                                              : std::set<std::string>{"em", "f1", "copy", "length_ratio"};
+    const std::set<std::string> valid =
+        task.type == "choice" ? std::set<std::string>{"accuracy", "f1_macro", "accuracy_both"}
+                              : std::set<std::string>{"em", "f1", "copy", "length_ratio", "em_squad", "f1_squad",
+                                                      "copy_difflib", "length_tokens"};
     for (const auto& m : task.metrics)
       if (!valid.count(m))
         input_error("{}: key `{}`: `{}` is not a metric of a {} task (one of {})", ts.where("metrics"),
                     ts.key_path("metrics"), m, task.type, fmt::join(valid, ", "));
     std::vector<std::string> score_def;
     for (const auto& m : task.metrics)
-      if (m != "length_ratio") score_def.push_back(m);
+      if (m != "length_ratio" && m != "length_tokens") score_def.push_back(m);
     task.score = ts.get_strings("score", score_def);
     for (const auto& m : task.score)
       if (std::find(task.metrics.begin(), task.metrics.end(), m) == task.metrics.end())
@@ -75,6 +80,14 @@ BenchTable read_table(const std::string& path) {
     task.stop = ts.get_strings("stop", {});
     task.max_new_tokens = ts.get_int("max_new_tokens", task.max_new_tokens, 1, 1 << 20);
     task.limit = ts.get_int("limit", 0, 0, int64_t(1) << 40);
+    task.swap = ts.get_strings("swap", {});
+    if (!task.swap.empty() && (task.type != "choice" || task.swap.size() != 2 || task.choices.size() != 2))
+      input_error("{}: key `{}`: two input fields of a choice task with two choices (e.g. [choice1, choice2])",
+                  ts.where("swap"), ts.key_path("swap"));
+    const bool both = std::find(task.metrics.begin(), task.metrics.end(), "accuracy_both") != task.metrics.end();
+    if (both && task.swap.empty())
+      input_error("{}: key `{}`: accuracy_both asks each record in both orders: give `swap: [field, field]`",
+                  ts.where("metrics"), ts.key_path("metrics"));
     if (task.type == "choice" && task.choices.size() < 2)
       input_error("{}: task `{}`: a choice task declares its answers: `choices: [...]` (two or more)", task.where,
                   task.name);
@@ -160,6 +173,18 @@ std::vector<BenchRecord> read_records(const TaskSpec& task) {
           input_error("{}: gold answer `{}` is not one of task `{}`'s choices ({})", r.where, g, task.name,
                       fmt::join(task.choices, ", "));
     r.meta = j.value("meta", json::object());
+    if (!task.swap.empty()) {
+      // llmtf's PARus asks every record a second time with the two options exchanged.
+      json sw = inputs;
+      for (const auto& f : task.swap)
+        if (!sw.contains(f)) input_error("{}: field `inputs.{}` (task `{}`'s swap) is missing", r.where, f, task.name);
+      std::swap(sw[task.swap[0]], sw[task.swap[1]]);
+      for (const auto& m : j["messages"]) {
+        std::string role = m["role"].get<std::string>();
+        r.swapped.push_back({role == "bot" ? "assistant" : role, fill(m["content"].get<std::string>(), sw)});
+      }
+      r.swapped_gold = r.golds[0] == task.choices[0] ? task.choices[1] : task.choices[0];
+    }
     out.push_back(std::move(r));
   }
   if (out.empty()) input_error("{}: no records (task `{}`)", task.file, task.name);
@@ -240,8 +265,8 @@ std::string normalize_answer(const std::string& s) {
   return out;
 }
 
-double token_f1(const std::string& pred, const std::string& gold) {
-  const auto p = words(pred), g = words(gold);
+// F1 of two bags of words (SQuAD's): 1 when both are empty, 0 when only one is.
+static double bag_f1(const std::vector<std::string>& p, const std::vector<std::string>& g) {
   if (p.empty() || g.empty()) return p.empty() && g.empty() ? 1.0 : 0.0;
   std::map<std::string, int64_t> count;
   for (const auto& w : g) ++count[w];
@@ -253,6 +278,8 @@ double token_f1(const std::string& pred, const std::string& gold) {
   return 2 * precision * recall / (precision + recall);
 }
 
+double token_f1(const std::string& pred, const std::string& gold) { return bag_f1(words(pred), words(gold)); }
+
 double lcs_ratio(const std::string& a, const std::string& b) {
   const auto x = code_points(a), y = code_points(b);
   if (x.empty() && y.empty()) return 1.0;
@@ -263,6 +290,84 @@ double lcs_ratio(const std::string& a, const std::string& b) {
     std::swap(prev, cur);
   }
   return 2.0 * prev[y.size()] / double(x.size() + y.size());
+}
+
+std::string squad_normalize(const std::string& s) {
+  std::string t;
+  for (uint32_t c : code_points(s)) {
+    if (c < 0x80 && std::ispunct(int(c))) continue;  // string.punctuation: ASCII only, so "Санкт-Петербург" joins
+    t += utf8(lower(c));
+  }
+  // \b(a|an|the)\b -> " "; Python's \b counts every non-ASCII letter as a word character, as here.
+  auto word = [](unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; };
+  std::string u;
+  for (size_t i = 0; i < t.size();) {
+    if (!word(static_cast<unsigned char>(t[i]))) {
+      u += t[i++];
+      continue;
+    }
+    size_t j = i;
+    while (j < t.size() && word(static_cast<unsigned char>(t[j]))) ++j;
+    const std::string w = t.substr(i, j - i);
+    u += (w == "a" || w == "an" || w == "the") ? std::string(" ") : w;
+    i = j;
+  }
+  std::string out;
+  std::istringstream in(u);
+  for (std::string w; in >> w;) out += (out.empty() ? "" : " ") + w;
+  return out;
+}
+
+double squad_f1(const std::string& pred, const std::string& gold) {
+  std::vector<std::string> p, g;
+  std::istringstream ps(squad_normalize(pred)), gs(squad_normalize(gold));
+  for (std::string w; ps >> w;) p.push_back(w);
+  for (std::string w; gs >> w;) g.push_back(w);
+  return bag_f1(p, g);
+}
+
+int64_t difflib_matched(const std::string& a_text, const std::string& b_text) {
+  const auto a = code_points(a_text), b = code_points(b_text);
+  std::map<uint32_t, std::vector<int64_t>> b2j;
+  for (int64_t j = 0; j < int64_t(b.size()); ++j) b2j[b[size_t(j)]].push_back(j);
+  // find_longest_match without junk: the longest block, the earliest in a, then in b, on ties.
+  auto longest = [&](int64_t alo, int64_t ahi, int64_t blo, int64_t bhi) {
+    int64_t besti = alo, bestj = blo, bestsize = 0;
+    std::map<int64_t, int64_t> j2len;
+    for (int64_t i = alo; i < ahi; ++i) {
+      std::map<int64_t, int64_t> next;
+      auto it = b2j.find(a[size_t(i)]);
+      if (it != b2j.end())
+        for (int64_t j : it->second) {
+          if (j < blo) continue;
+          if (j >= bhi) break;
+          auto prev = j2len.find(j - 1);
+          const int64_t k = (prev == j2len.end() ? 0 : prev->second) + 1;
+          next[j] = k;
+          if (k > bestsize) besti = i - k + 1, bestj = j - k + 1, bestsize = k;
+        }
+      j2len.swap(next);
+    }
+    return std::array<int64_t, 3>{besti, bestj, bestsize};
+  };
+  int64_t matched = 0;
+  std::vector<std::array<int64_t, 4>> queue{{0, int64_t(a.size()), 0, int64_t(b.size())}};
+  while (!queue.empty()) {
+    const auto [alo, ahi, blo, bhi] = queue.back();
+    queue.pop_back();
+    const auto [i, j, k] = longest(alo, ahi, blo, bhi);
+    if (k == 0) continue;
+    matched += k;
+    if (alo < i && blo < j) queue.push_back({alo, i, blo, j});
+    if (i + k < ahi && j + k < bhi) queue.push_back({i + k, ahi, j + k, bhi});
+  }
+  return matched;
+}
+
+double length_tokens(int64_t predicted, int64_t gold, int64_t max_new_tokens) {
+  const double s = double(std::min(gold, max_new_tokens)), p = double(predicted);
+  if (p <= 0 || s <= 0) return 0.0;
+  return std::min(p / s, s / p);
 }
 
 double macro_f1(const std::vector<std::string>& pred, const std::vector<std::string>& gold,
@@ -338,7 +443,8 @@ TaskResult run_task(model::Llama& model, const data::Tokenizer& tok, const std::
     longest = std::max<int64_t>(longest, int64_t(answers.back().size()));
   }
   std::vector<std::string> preds, golds;
-  double em = 0, f1 = 0, copy = 0, length = 0;
+  double em = 0, f1 = 0, copy = 0, length = 0, em_sq = 0, f1_sq = 0, copy_dl = 0, len_tok = 0;
+  int64_t both = 0;
   const int32_t turn_end = data::turn_end_id(chat, tok, specials);
   for (const auto& rec : records) {
     std::vector<int32_t> prompt = data::render(chat, rec.messages, tok, specials);
@@ -356,6 +462,14 @@ TaskResult run_task(model::Llama& model, const data::Tokenizer& tok, const std::
       p["loglikelihood"] = lls;
       preds.push_back(pred);
       golds.push_back(rec.golds[0]);
+      if (!task.swap.empty()) {
+        std::vector<int32_t> sp = data::render(chat, rec.swapped, tok, specials);
+        r.truncated += truncate(sp, room);
+        const auto sl = loglikelihoods(model, sp, answers);
+        const std::string spred = task.choices[size_t(std::max_element(sl.begin(), sl.end()) - sl.begin())];
+        p["swapped_prediction"] = spred;
+        both += pred == rec.golds[0] && spred == rec.swapped_gold;
+      }
     } else {
       model::GenerateOptions g;
       g.max_new_tokens = task.max_new_tokens;
@@ -366,11 +480,26 @@ TaskResult run_task(model::Llama& model, const data::Tokenizer& tok, const std::
       for (const auto& s : task.stop)
         if (auto at = pred.find(s); at != std::string::npos) pred.resize(at);
       pred = trim(pred);
-      double best_em = 0, best_f1 = 0, best_copy = 0;
+      double best_em = 0, best_f1 = 0, best_copy = 0, best_em_sq = 0, best_f1_sq = 0;
       for (const auto& gold : rec.golds) {
         best_em = std::max(best_em, normalize_answer(pred) == normalize_answer(gold) ? 1.0 : 0.0);
         best_f1 = std::max(best_f1, token_f1(pred, gold));
         best_copy = std::max(best_copy, lcs_ratio(pred, gold));
+        best_em_sq = std::max(best_em_sq, squad_normalize(pred) == squad_normalize(gold) ? 1.0 : 0.0);
+        best_f1_sq = std::max(best_f1_sq, squad_f1(pred, gold));
+      }
+      em_sq += best_em_sq;
+      f1_sq += best_f1_sq;
+      // llmtf's CopyText: against the first gold (the text to copy), both stripped; an empty
+      // prediction scores 0 on both.
+      const std::string gold0 = trim(rec.golds[0]);
+      const int64_t plen = int64_t(code_points(pred).size());
+      if (!out.empty() && plen > 0) {
+        copy_dl += double(difflib_matched(gold0, pred)) / double(plen) >= 0.99 ? 1.0 : 0.0;
+        // The gold's tokens as the model would write them: after a space where its tokenizer does
+        // not put one itself (byte-level BPE).
+        const auto gt = tok.encode(tok.kind() == "sentencepiece" ? rec.golds[0] : " " + rec.golds[0], false);
+        len_tok += length_tokens(int64_t(out.size()), int64_t(gt.size()), task.max_new_tokens);
       }
       em += best_em;
       f1 += best_f1;
@@ -398,6 +527,16 @@ TaskResult run_task(model::Llama& model, const data::Tokenizer& tok, const std::
       r.metrics[m] = copy / n;
     } else if (m == "length_ratio") {
       r.metrics[m] = length / n;
+    } else if (m == "accuracy_both") {
+      r.metrics[m] = double(both) / n;
+    } else if (m == "em_squad") {
+      r.metrics[m] = em_sq / n;
+    } else if (m == "f1_squad") {
+      r.metrics[m] = f1_sq / n;
+    } else if (m == "copy_difflib") {
+      r.metrics[m] = copy_dl / n;
+    } else if (m == "length_tokens") {
+      r.metrics[m] = len_tok / n;
     }
   }
   for (const auto& m : task.score) r.score += r.metrics[m] / double(task.score.size());

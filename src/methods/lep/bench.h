@@ -8,6 +8,11 @@
 //   generate  greedy generation until EOS, a stop string or max_new_tokens (exact match and token F1
 //             against any gold answer, as MultiQ is scored; the copy metrics: the share of outputs
 //             whose LCS ratio with the gold is >= 0.99, and the mean length ratio, as DaruCopy).
+// llmtf_open's own readings are metrics of their own (issue 32, point 5): accuracy_both (a choice
+// task asked in both orders of two inputs, `swap`, right only if right in both: PARus),
+// em_squad / f1_squad (SQuAD's normalisation: MultiQ), copy_difflib (difflib's matched characters
+// over the prediction's length >= 0.99: DaruCopy paragraphs) and length_tokens (the token-count
+// ratio: DaruCopy sentences).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -28,7 +33,9 @@ struct TaskSpec {
   std::string name, file, where;        // where: the table's file:line
   std::string type = "choice";          // choice | generate
   std::vector<std::string> choices;     // choice: the allowed answers
-  std::vector<std::string> metrics;     // accuracy f1_macro | em f1 | copy length_ratio
+  std::vector<std::string> metrics;     // accuracy f1_macro accuracy_both | em f1 copy length_ratio
+                                        // em_squad f1_squad copy_difflib length_tokens
+  std::vector<std::string> swap;        // choice with two choices: two input fields asked both ways
   std::vector<std::string> score;       // metrics averaged into the task's score (default: all but length_ratio)
   std::string answer_field;             // outputs that are objects: the field holding the answer text
   std::vector<std::string> stop;        // generate: the output ends before the first of these
@@ -50,6 +57,8 @@ struct BenchRecord {
   std::vector<std::string> golds;       // one or more acceptable answers
   std::string where;                    // file:line
   nlohmann::json meta;
+  std::vector<Message> swapped;         // task.swap: the messages with the two inputs exchanged
+  std::string swapped_gold;             // and the other choice as the gold answer
 };
 // The task's records; InputError naming file:line for a record without messages, an unknown role,
 // outputs of an undeclared shape, or (choice) a gold answer that is not one of the choices.
@@ -65,6 +74,17 @@ double token_f1(const std::string& pred, const std::string& gold);  // on normal
 double lcs_ratio(const std::string& a, const std::string& b);       // 2 LCS / (|a| + |b|), code points
 double macro_f1(const std::vector<std::string>& pred, const std::vector<std::string>& gold,
                 const std::vector<std::string>& classes);
+// transformers' squad_metrics: lower case, ASCII punctuation dropped, the words a / an / the
+// dropped, white space collapsed; exact match and token F1 on that (both empty: 1).
+std::string squad_normalize(const std::string& s);
+double squad_f1(const std::string& pred, const std::string& gold);
+// Python's difflib.SequenceMatcher(None, a, b, autojunk=False): the characters (code points) of
+// its matching blocks, summed. Not an LCS: the blocks are the longest match, then recursively the
+// longest on each side of it.
+int64_t difflib_matched(const std::string& a, const std::string& b);
+// The token-length score of a copy: min(p / s, s / p) for p predicted tokens and s gold tokens
+// (s capped at max_new_tokens); 0 when nothing was predicted.
+double length_tokens(int64_t predicted, int64_t gold, int64_t max_new_tokens);
 
 struct TaskResult {
   std::string name;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,24 @@ namespace kiln::lep {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+std::vector<int32_t> old_pieces_of(const data::Tokenizer& old_tok, const data::Tokenizer& new_tok, int32_t id) {
+  if (new_tok.kind() != "sentencepiece" || new_tok.is_byte(id)) return old_tok.encode(new_tok.decode({id}), false);
+  // The piece's own text, its word mark as a space: "▁при" is " при", and a word-internal "ени"
+  // stays "ени" (decoding would drop a leading mark and encoding would add one, making it "▁ени").
+  std::string text;
+  const std::string piece = new_tok.piece(id), mark = "\xe2\x96\x81";  // U+2581
+  for (size_t k = 0; k < piece.size();)
+    if (piece.compare(k, mark.size(), mark) == 0) text += ' ', k += mark.size();
+    else text += piece[k++];
+  if (old_tok.kind() != "sentencepiece") return old_tok.encode(text, false);  // byte-level BPE: no dummy prefix
+  // Encoded after "1" and the pieces of "1" dropped: a SentencePiece tokenizer's dummy prefix
+  // goes to the "1", not to the piece (ruadapt's special_encode, reinit_embeddings_with_head_mistral).
+  const size_t shift = old_tok.encode("1", false).size();
+  std::vector<int32_t> ids = old_tok.encode("1" + text, false);
+  ids.erase(ids.begin(), ids.begin() + int64_t(std::min(shift, ids.size())));
+  return ids;
+}
 
 Averaging averaging(const data::Tokenizer& old_tok, const data::Tokenizer& new_tok, int64_t old_rows) {
   const int64_t n_new = new_tok.vocab_size();
@@ -47,7 +66,7 @@ Averaging averaging(const data::Tokenizer& old_tok, const data::Tokenizer& new_t
         continue;
       }
     }
-    for (int32_t p : old_tok.encode(new_tok.decode({i}), /*add_bos=*/false))
+    for (int32_t p : old_pieces_of(old_tok, new_tok, i))
       if (p >= 0 && p < old_rows) row.push_back(p);
     ++(row.empty() ? c.no_pieces : c.averaged);
   }

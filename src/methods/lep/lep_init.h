@@ -4,7 +4,9 @@
 // embeddings E from the old E and the LM head H, separately, from the old H (even when the old
 // model ties them); a token the old vocabulary holds (the same piece, tokenizers of one kind: every
 // old id of an Extended vocabulary) and a special token copy the old row of the same string; a
-// token whose text the old tokenizer splits into nothing gets the mean of all old rows. Copying is
+// token whose text the old tokenizer splits into nothing gets the mean of all old rows. A
+// SentencePiece piece's text is the piece itself (word mark as a space), encoded as a word's
+// continuation (old_pieces_of). Copying is
 // what re-encoding would give if a lone piece's decoded text came back as that piece; it does not:
 // SentencePiece drops a first piece's word mark on decoding and adds one on encoding ("ing" comes
 // back as "▁ing"), and a byte piece decodes to a raw byte, so 419 of stories260K's 512 pieces were
@@ -31,6 +33,14 @@ struct InitCounts {
 
 // The averaging matrix T of step 2 ([new vocab, old vocab]), row by row: the old ids whose rows'
 // mean is new token i's row; an empty row stands for the mean of all old rows.
+// The old ids whose rows average into new token `id` (not special, not copied): the OLD
+// tokenizer's pieces of the new token's text. For a SentencePiece new vocabulary, the text is the
+// piece with its word mark read as a space, encoded as the continuation of a word (after "1", whose
+// pieces are then dropped), as the official code does for Mistral: a word-internal piece "ени" is
+// averaged from the old pieces of "ени", not of "▁ени". Byte pieces and byte-level BPE vocabularies:
+// the old tokenizer's encoding of the decoded token.
+std::vector<int32_t> old_pieces_of(const data::Tokenizer& old_tok, const data::Tokenizer& new_tok, int32_t id);
+
 struct Averaging {
   std::vector<std::vector<int64_t>> rows;
   InitCounts counts;

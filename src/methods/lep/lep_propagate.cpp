@@ -93,6 +93,34 @@ at::Tensor apply(const at::Tensor& R, const at::Tensor& W, int64_t block_rows) {
 
 }  // namespace
 
+std::vector<std::pair<int64_t, int64_t>> instruct_rows_of_added_tokens(const std::string& donor_dir,
+                                                                       const data::Tokenizer& donor_tok,
+                                                                       int64_t donor_rows,
+                                                                       const std::string& instruct_dir,
+                                                                       const data::Tokenizer& inst_tok,
+                                                                       int64_t inst_rows) {
+  // The donor's added vocabulary: its tokenizer's special tokens and those only its
+  // tokenizer_config.json names (get_added_vocab() covers both).
+  std::map<int64_t, std::string> added;
+  for (int32_t id = 0; id < donor_tok.vocab_size() && id < donor_rows; ++id)
+    if (donor_tok.is_special(id)) added[id] = donor_tok.piece(id);
+  for (const auto& [id, text] : data::configured_added_tokens(donor_dir))
+    if (id >= 0 && id < donor_rows) added[id] = text;
+  std::map<std::string, int32_t> inst_configured;
+  for (const auto& [id, text] : data::configured_added_tokens(instruct_dir)) inst_configured[text] = id;
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (const auto& [id, text] : added) {
+    // tokenizer_old.encode(tok, add_special_tokens=False) of length 1: the token itself where I
+    // has it, else a text I happens to hold as one piece.
+    int64_t twin = -1;
+    if (const int32_t o = inst_tok.piece_to_id(text); o >= 0 && inst_tok.piece(o) == text) twin = o;
+    else if (auto it = inst_configured.find(text); it != inst_configured.end()) twin = it->second;
+    else if (const auto ids = inst_tok.encode(text, /*add_bos=*/false); ids.size() == 1) twin = ids[0];
+    if (twin >= 0 && twin < inst_rows) out.emplace_back(id, twin);
+  }
+  return out;
+}
+
 PropagateReport propagate(const std::string& base, const std::string& instruct, const std::string& donor, Mode mode,
                           const std::string& out_dir, int64_t block_rows) {
   const data::Tokenizer base_tok(base), inst_tok(instruct), donor_tok(donor);
@@ -149,6 +177,19 @@ PropagateReport propagate(const std::string& base, const std::string& instruct, 
     }
   }
   std::vector<at::Tensor> E_parts{apply(ER, rep.e.W, block_rows)}, H_parts{apply(HR, rep.h.W, block_rows)};
+  // The donor's added and special tokens (LLaMA-3's <|eot_id|>, <|start_header_id|>, SentencePiece's
+  // <s> and </s>) take I's rows, as the official init_added_toks does: their base rows were never
+  // trained for chat, and propagated through W they would not end a turn the way I learned to.
+  const auto twins = instruct_rows_of_added_tokens(donor, donor_tok, int64_t(ER.size(0)), instruct, inst_tok,
+                                                   int64_t(EI.size(0)));
+  if (!twins.empty()) {
+    std::vector<int64_t> to, from;
+    for (const auto& [d_id, i_id] : twins) to.push_back(d_id), from.push_back(i_id);
+    const at::Tensor to_t = at::tensor(to, at::kLong), from_t = at::tensor(from, at::kLong);
+    E_parts[0].index_copy_(0, to_t, EI.index_select(0, from_t).to(at::kFloat));
+    H_parts[0].index_copy_(0, to_t, HI.index_select(0, from_t).to(at::kFloat));
+  }
+  rep.from_instruct = int64_t(twins.size());
   if (!own.empty()) {
     at::Tensor idx = at::tensor(std::vector<int64_t>(own.begin(), own.end()), at::kLong);
     E_parts.push_back(EI.index_select(0, idx).to(at::kFloat));

@@ -6,7 +6,9 @@
 //   overlap     W = argmin ||E_B[C] W - E_I[C]|| over C, the original vocabulary (shared by B and I);
 //   conversion  W = argmin ||(T E_B) W - (T E_I)|| with T the averaging matrix of step 2 (lep_init.h),
 //               applied row by row, never factored out.
-// I's own added (chat) tokens are appended after the donor's vocabulary with their rows from I.
+// I's own added (chat) tokens are appended after the donor's vocabulary with their rows from I, and
+// every added or special token of the donor's vocabulary that I has takes I's rows too (the
+// official ruadapt init_added_toks: LLaMA-3's <|eot_id|> must keep what the instruct model learned).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -14,6 +16,11 @@
 #include <functional>
 #include <string>
 #include <utility>
+#include <vector>
+
+namespace kiln::data {
+class Tokenizer;
+}
 
 namespace kiln::lep {
 
@@ -37,7 +44,18 @@ struct PropagateReport {
   LstsqFit e, h;              // W and fit of each (identity with residual 0 for swap)
   int64_t rows = 0;           // the output vocabulary
   int64_t appended = 0;       // I's own tokens appended after the donor's vocabulary
+  int64_t from_instruct = 0;  // the donor's added / special tokens given I's rows
 };
+
+// (donor id, I's id) for each added or special token of the donor's vocabulary (its tokenizer's
+// specials and its tokenizer_config.json's added_tokens_decoder, ids below donor_rows) that I's
+// tokenizer gives one id below inst_rows: the same token, or a text I encodes to a single piece.
+std::vector<std::pair<int64_t, int64_t>> instruct_rows_of_added_tokens(const std::string& donor_dir,
+                                                                       const data::Tokenizer& donor_tok,
+                                                                       int64_t donor_rows,
+                                                                       const std::string& instruct_dir,
+                                                                       const data::Tokenizer& inst_tok,
+                                                                       int64_t inst_rows);
 
 // Writes into the new folder `out_dir`: I's folder with E and H replaced (I's dtype), config.json
 // with the output vocab_size and untied embeddings, the donor's tokenizer (plus I's own tokens for a

@@ -52,8 +52,10 @@ int run_propagate() {
   write_dir_atomic(g_prop.out, [&](const std::string& tmp) {
     r = propagate(g_prop.base, g_prop.instruct, g_prop.donor, mode, tmp, g_prop.block_rows);
   });
-  log::info("{}: {} with the embeddings of {} ({}): {} rows ({} of its own appended); fit residual E {:.3e}, H {:.3e}",
-            g_prop.out, g_prop.instruct, g_prop.donor, g_prop.mode, r.rows, r.appended, r.e.residual, r.h.residual);
+  log::info("{}: {} with the embeddings of {} ({}): {} rows ({} of its own appended, {} added/special tokens with its "
+            "rows); fit residual E {:.3e}, H {:.3e}",
+            g_prop.out, g_prop.instruct, g_prop.donor, g_prop.mode, r.rows, r.appended, r.from_instruct, r.e.residual,
+            r.h.residual);
   return kExitOk;
 }
 

@@ -1,5 +1,7 @@
 #include "methods/ls_llama/heads.h"
 
+#include <ATen/ATen.h>
+
 #include "core/error.h"
 
 namespace kiln::methods::ls_llama {
@@ -26,6 +28,15 @@ Head sequence_head(int64_t hidden, int64_t labels, double dropout, double init_s
 
 Head token_head(int64_t hidden, int64_t labels, double dropout, double init_std, const at::Device& device) {
   return Head(hidden, labels, /*bias=*/true, dropout, init_std, device);
+}
+
+at::Tensor sequence_logits(HeadImpl& head, const at::Tensor& hidden, const at::Tensor& mask, model::Pooling p,
+                           bool pads_pooled) {
+  if (p == model::Pooling::last) return head.forward(model::pool(hidden, mask, p));
+  if (p == model::Pooling::mean)
+    return head.forward(pads_pooled ? hidden.mean(1) : model::pool(hidden, mask, p));
+  at::Tensor lg = head.forward(hidden);  // [B, T, labels]
+  return pads_pooled ? std::get<0>(lg.max(1)) : model::pool(lg, mask, p);
 }
 
 }  // namespace kiln::methods::ls_llama

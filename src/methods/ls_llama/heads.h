@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <string>
 
+#include "model/pooling.h"
+
 namespace kiln::methods::ls_llama {
 
 class HeadImpl : public torch::nn::Module {
@@ -33,5 +35,14 @@ constexpr const char* kTokenHeadName = "classifier";
 
 Head sequence_head(int64_t hidden, int64_t labels, double dropout, double init_std, const at::Device& device);
 Head token_head(int64_t hidden, int64_t labels, double dropout, double init_std, const at::Device& device);
+
+// A sequence's class scores [B, labels] from the final hidden states [B, T, H] and the padding mask
+// [B, T], pooled in the official classes' order: `last` the head on the last real token's state;
+// `max` the head at every position, then each class's largest logit (a maximum does not commute
+// with the head); `mean` the head on the mean state (equal to the mean of the logits for a head
+// without bias). `pads_pooled`: mean and max over every position, pads included, as the official
+// LS-unLLaMA pools them, so a row's scores depend on how much padding its batch gave it.
+at::Tensor sequence_logits(HeadImpl& head, const at::Tensor& hidden, const at::Tensor& mask, model::Pooling p,
+                           bool pads_pooled);
 
 }  // namespace kiln::methods::ls_llama

@@ -47,9 +47,11 @@ void LsLlamaTask::prepare(Split, data::Batch& b) const {
 void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
   pooling_ = model::parse_pooling(task.get_choice("pooling", "last", {"last", "mean", "max"}), task.where("pooling"));
-  // LS-LLaMA's token head follows transformers' LlamaForTokenClassification (dropout 0.1); the
-  // issue's sequence head applies the same dropout before `score`.
+  // The token head follows transformers' LlamaForTokenClassification (dropout 0.1). The official
+  // sequence classes have none (paper recipes set 0); 0.1 stays the default for recipes written
+  // before issue 32.
   const double dropout = task.get_double("head_dropout", 0.1, 0.0, 0.99);
+  pads_attended_ = task.get_choice("pads", "masked", {"masked", "attended"}) == "attended";
   // transformers' initializer_range default: the head starts near zero, so the first steps train it
   // without a large random logit offset.
   const double init_std = task.get_double("head_init_std", 0.02, 0.0, 1.0);
@@ -109,9 +111,9 @@ void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicato
 
   int64_t n_params = 0;
   for (auto& [name, p] : trainable()) n_params += p.numel();
-  log::info("ls_llama: {} classification, {} labels, attention {}, {}; {} train / {} eval examples; {} trainable "
+  log::info("ls_llama: {} classification, {} labels, attention {}{}, {}; {} train / {} eval examples; {} trainable "
             "parameters",
-            token_ ? "token" : "sequence", L, r.model.attention,
+            token_ ? "token" : "sequence", L, r.model.attention, pads_attended_ ? " (pads attended)" : "",
             token_ ? std::string("per-token head") : fmt::format("pooling {}", model::pooling_name(pooling_)),
             stores_.size(Split::train), stores_.size(Split::eval), n_params);
 }
@@ -135,9 +137,11 @@ void LsLlamaTask::set_training(bool on) {
 
 at::Tensor LsLlamaTask::logits(const data::Batch& b) {
   const at::Tensor& mask = b["attention_mask"];
-  at::Tensor hidden = model_->hidden_states(b["input_ids"], mask);  // [B, T, H]
+  // The official UnmaskingLlamaModel replaces the whole 4-D mask with zeros: no causal mask and no
+  // padding mask either, so real tokens attend to pads.
+  at::Tensor hidden = model_->hidden_states(b["input_ids"], pads_attended_ ? at::ones_like(mask) : mask);  // [B, T, H]
   if (token_) return head_->forward(hidden);
-  return head_->forward(model::pool(hidden, mask, pooling_));
+  return sequence_logits(*head_, hidden, mask, pooling_, pads_attended_);
 }
 
 LossSum LsLlamaTask::loss(const data::Batch& b) {

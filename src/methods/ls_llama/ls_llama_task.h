@@ -1,7 +1,9 @@
 // `method: ls_llama` — LS-LLaMA / LS-unLLaMA (Li et al. 2023, "Label Supervised LLaMA Finetuning").
 // The decoder's final hidden states feed a classifier instead of the LM head:
 //   sequence classification (a classification store): pool (task.pooling: last | mean | max, both
-//     masked) -> dropout -> `score` linear over the labels; cross-entropy per example.
+//     masked unless task.pads: attended) -> dropout -> `score` linear over the labels (max: the
+//     linear on every position, then the maximum per class, as the official code orders them);
+//     cross-entropy per example.
 //   token classification (a CoNLL store): dropout -> `classifier` linear per token; cross-entropy on
 //     the first sub-token of each word (the others carry kIgnore); predictions mapped back to words
 //     for CoNLL span F1.
@@ -65,6 +67,9 @@ class LsLlamaTask : public train::StoreTask {
   Head head_{nullptr};
   bool token_ = false;
   model::Pooling pooling_ = model::Pooling::last;
+  // task.pads: attended — no padding mask in attention and pads counted by the pooling, as the
+  // official LS-unLLaMA code does; masked (default) — pads never seen.
+  bool pads_attended_ = false;
   std::vector<std::string> labels_;
   int32_t outside_ = 0;  // the `O` tag: the prediction of a word truncated away
 };

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
+
 namespace kiln::methods::uniner {
 
 namespace {
@@ -46,12 +48,24 @@ std::string normalize(const std::string& s) {
   return out;
 }
 
-std::vector<std::string> parse_answer(const std::string& output, bool* parsed) {
+AnswerAt parse_answer_at(const std::string& s) {
+  if (s == "start") return AnswerAt::start;
+  if (s == "anywhere") return AnswerAt::anywhere;
+  throw InternalError("answer_at " + s);
+}
+
+const char* answer_at_name(AnswerAt a) { return a == AnswerAt::start ? "start" : "anywhere"; }
+
+std::vector<std::string> parse_answer(const std::string& output, bool* parsed, AnswerAt at) {
   if (parsed) *parsed = false;
   std::string text = output;
   const char* tag = "ASSISTANT:";
   if (size_t p = text.rfind(tag); p != std::string::npos) text = text.substr(p + std::strlen(tag));
-  // re.search(r"\[(.*?)\]"): `.` does not cross a newline.
+  // get_response's .strip(): the answer usually follows "ASSISTANT:" after a space.
+  const char* ws = " \t\n\r\f\v";
+  const size_t first = text.find_first_not_of(ws);
+  text = first == std::string::npos ? std::string() : text.substr(first, text.find_last_not_of(ws) - first + 1);
+  // r"\[(.*?)\]": `.` does not cross a newline.
   size_t open = std::string::npos, close = std::string::npos;
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] == '[') {
@@ -62,6 +76,7 @@ std::vector<std::string> parse_answer(const std::string& output, bool* parsed) {
         break;
       }
     }
+    if (at == AnswerAt::start) break;  // re.match: the list starts the text or there is none
   }
   if (open == std::string::npos) return {};
   nlohmann::json j = nlohmann::json::parse(text.substr(open, close - open + 1), nullptr, /*allow_exceptions=*/false);

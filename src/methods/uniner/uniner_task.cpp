@@ -42,6 +42,7 @@ struct Settings {
   double negative_rate = 0;
   bool dataset_prefix = false;
   int64_t max_new_tokens = 256;
+  uniner::AnswerAt answer_at = uniner::AnswerAt::start;  // scoring only: not in the fingerprint
   uint64_t seed = 0;
   std::vector<Source> sources;
 
@@ -91,6 +92,7 @@ Settings read_settings(recipe::Section& task, Node& task_node, const Recipe& r) 
   st.negative_rate = task.get_double("negative_rate", 0.0, 0.0, 100.0);
   st.dataset_prefix = task.get_bool("dataset_prefix", false);
   st.max_new_tokens = task.get_int("max_new_tokens", 256, 1, 1 << 20);
+  st.answer_at = uniner::parse_answer_at(task.get_choice("answer_at", "start", {"start", "anywhere"}));
   st.seed = uint64_t(r.train.seed);
   // task.types: the types the single source asks; beside task.sources, the names of tags that a
   // source's files hold and its own `types` do not name (e.g. organisation: organization across
@@ -289,6 +291,7 @@ void UninerTask::build(Recipe& r, parallel::World& world, parallel::Communicator
   Settings st = read_settings(task, *r.tree.find("task"), r);
   task.finish();
   max_new_tokens_ = st.max_new_tokens;
+  answer_at_ = st.answer_at;
   padding_side_ = r.data.padding_side;
   build_model_and_stores(r, world, comm);
   tok_ = std::make_unique<data::Tokenizer>(model::load_tokenizer(r.model.path, model_->config()));
@@ -343,7 +346,7 @@ struct Tally {
   int64_t unparseable = 0, examples = 0, generated = 0;
 };
 
-Tally tally(const train::EvalRecords& all, const std::vector<std::string>& labels) {
+Tally tally(const train::EvalRecords& all, const std::vector<std::string>& labels, uniner::AnswerAt at) {
   Tally t;
   const auto& q = all.ints_of("question");
   const auto& output = all.texts_of("output");
@@ -354,8 +357,8 @@ Tally tally(const train::EvalRecords& all, const std::vector<std::string>& label
                q[i], labels.size());
     auto [ds, type] = split_label(labels[size_t(q[i])]);
     bool parsed = false;
-    auto pred = uniner::parse_answer(output[i], &parsed);
-    auto g = uniner::parse_answer(gold[i]);
+    auto pred = uniner::parse_answer(output[i], &parsed, at);
+    auto g = uniner::parse_answer(gold[i], nullptr, at);
     t.dataset[ds].add(pred, g);
     t.type[{ds, type}].add(pred, g);
     t.unparseable += parsed ? 0 : 1;
@@ -375,7 +378,7 @@ std::map<std::string, double> UninerTask::metrics(const train::EvalRecords& all)
     gen_seconds_ = 0;
   }
   std::map<std::string, double> m;
-  Tally t = tally(all, stores_.eval().label_names());
+  Tally t = tally(all, stores_.eval().label_names(), answer_at_);
   if (t.examples == 0) return m;
   double f1 = 0, p = 0, r = 0;
   for (const auto& [ds, c] : t.dataset) {
@@ -395,7 +398,7 @@ std::map<std::string, double> UninerTask::metrics(const train::EvalRecords& all)
 
 std::string UninerTask::write_results(const train::EvalRecords& all, const std::string& dir) {
   const auto& labels = stores_.eval().label_names();
-  Tally t = tally(all, labels);
+  Tally t = tally(all, labels, answer_at_);
   if (t.examples == 0) return "";
   // Every question with its output, as JSON lines: what a person reads to see why a score is what it is.
   const std::string path = (fs::path(dir) / "predictions.jsonl").string();
@@ -410,9 +413,9 @@ std::string UninerTask::write_results(const train::EvalRecords& all, const std::
       j["example"] = all.example[i];
       j["dataset"] = ds;
       j["type"] = type;
-      j["gold"] = uniner::parse_answer(gold[i]);
+      j["gold"] = uniner::parse_answer(gold[i], nullptr, answer_at_);
       j["output"] = output[i];
-      j["predicted"] = uniner::parse_answer(output[i]);
+      j["predicted"] = uniner::parse_answer(output[i], nullptr, answer_at_);
       f += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       f += '\n';
     }

@@ -12,6 +12,7 @@
 
 #include "data/tokenizer.h"
 #include "methods/lm/lm_task.h"
+#include "methods/uniner/span_f1.h"
 
 namespace kiln::methods {
 
@@ -28,6 +29,7 @@ class UninerTask : public LmTask {
   std::unique_ptr<data::Tokenizer> tok_;
   int64_t max_new_tokens_ = 256;
   std::string padding_side_ = "right";
+  uniner::AnswerAt answer_at_ = uniner::AnswerAt::start;
   // This rank's generation since the last metrics(): for the throughput line.
   int64_t gen_tokens_ = 0, gen_rows_ = 0, gen_batch_ = 0;
   double gen_seconds_ = 0;

@@ -97,6 +97,28 @@ TEST(FractalPrior, Cosine) {
   EXPECT_NEAR(cosine_prior(logits, mask, sent, ctx).item<double>(), std::log(2.0), 1e-12);
 }
 
+// Issue 32, point 6: google-deepmind/fractal_acl25 math_reasoning/model.py @ b567a1e takes
+// tf.keras.losses.CosineSimilarity (the negative cosine) and forms (1 + that) / 2 = (1 - cos) / 2.
+TEST(FractalPrior, CosineTargetOfTheOfficialCode) {
+  // Context [1, 0]; sentence 1 along it (cos 1), sentence 2 orthogonal (cos 0, s = 0.5 either way).
+  // Logits ln 3 (p = 0.75) and 0 (p = 0.5). one_minus: s1 = 0, BCE = -ln 0.25; one_plus: s1 = 1,
+  // BCE = -ln 0.75; sentence 2 adds ln 2 in both; the bag's mean over its 2 sentences.
+  at::Tensor logits = at::tensor({std::log(3.0), 0.0}, at::kDouble).view({1, 2});
+  at::Tensor mask = at::ones({1, 2}, at::kBool);
+  at::Tensor sent = at::tensor({2.0, 0.0, 0.0, 3.0}, at::kDouble).view({1, 2, 2});
+  at::Tensor ctx = at::tensor({1.0, 0.0}, at::kDouble).view({1, 2});
+  EXPECT_NEAR(cosine_prior(logits, mask, sent, ctx, CosTarget::one_minus).item<double>(),
+              (-std::log(0.25) + std::log(2.0)) / 2, 1e-12);
+  EXPECT_NEAR(cosine_prior(logits, mask, sent, ctx, CosTarget::one_plus).item<double>(),
+              (-std::log(0.75) + std::log(2.0)) / 2, 1e-12);
+  // Anti-parallel (cos -1): one_minus's target is 1, so p = 0.75 costs -ln 0.75.
+  at::Tensor anti = at::tensor({-1.0, 0.0}, at::kDouble).view({1, 1, 2});
+  EXPECT_NEAR(cosine_prior(logits.narrow(1, 0, 1), mask.narrow(1, 0, 1), anti, ctx, CosTarget::one_minus).item<double>(),
+              -std::log(0.75), 1e-12);
+  EXPECT_EQ(parse_cos_target("one_minus"), CosTarget::one_minus);
+  EXPECT_STREQ(cos_target_name(CosTarget::one_plus), "one_plus");
+}
+
 TEST(FractalPrior, Correlation) {
   // e1 = [1, 2, 3], e2 = [3, 2, 1]: pearson -1, so c12 = 0 and c11 = c22 = 1; p = (0.5, 0.75).
   // i=j=1: |0.25 - 1| |0.25 - 1| = 0.5625; i=j=2: |0.0625 - 1| |0.5625 - 1| = 0.41015625;

@@ -287,3 +287,52 @@ TEST(ChatPresets, EqualTheModelsChatTemplates) {
     }
   }
 }
+
+// Issue 32, point 5: llmtf_open's readings (RefalMachine/llmtf_open llmtf/tasks/darumeru.py @
+// 0799651). Expected values: difflib's from Python's own difflib on the same strings
+// (SequenceMatcher(None, a, b, autojunk=False), summed block sizes), SQuAD's worked by hand.
+TEST(BenchMetrics, LlmtfReadings) {
+  // difflib's blocks are not an LCS: "aaab" / "abaa" match "aa" only (2), an LCS is 3 ("aba").
+  EXPECT_EQ(difflib_matched("aaab", "abaa"), 2);
+  EXPECT_NEAR(lcs_ratio("aaab", "abaa"), 2.0 * 3 / 8, 1e-12);
+  EXPECT_EQ(difflib_matched("abcd", "bcda"), 3);
+  EXPECT_EQ(difflib_matched("the cat sat on the mat", "the mat sat on the cat"), 20);
+  EXPECT_EQ(difflib_matched("Повтори текст", "Повтори тест"), 12);  // code points, not bytes
+  EXPECT_EQ(difflib_matched("", "x"), 0);
+  // SQuAD: articles go, ASCII punctuation goes without leaving a space, case folds.
+  EXPECT_EQ(squad_normalize("The Eiffel Tower!"), "eiffel tower");
+  EXPECT_EQ(squad_normalize("Санкт-Петербург"), "санктпетербург");
+  EXPECT_EQ(normalize_answer("Санкт-Петербург"), "санкт петербург");  // kiln's own: a space
+  EXPECT_DOUBLE_EQ(squad_f1("Санкт-Петербург", "Санкт Петербург"), 0.0);
+  EXPECT_NEAR(squad_f1("a b c", "b c d e"), 2.0 / 3.0, 1e-12);  // "a" is an article: P 2/2, R 2/4
+  EXPECT_DOUBLE_EQ(squad_f1("the", "an"), 1.0);              // both empty after normalising
+  // The token-length score: min(p/s, s/p), s capped at max_new_tokens.
+  EXPECT_DOUBLE_EQ(length_tokens(10, 20, 128), 0.5);
+  EXPECT_DOUBLE_EQ(length_tokens(30, 20, 128), 20.0 / 30.0);
+  EXPECT_DOUBLE_EQ(length_tokens(128, 300, 128), 1.0);
+  EXPECT_DOUBLE_EQ(length_tokens(0, 20, 128), 0.0);
+}
+
+// PARus asked both ways: `swap` exchanges the two inputs and the gold; accuracy_both needs it.
+TEST(BenchTable, SwapAsksBothOrders) {
+  TempDir d;
+  const std::string rec = d.write(
+      "p.jsonl",
+      R"({"messages": [{"role": "user", "content": "1. {choice1} 2. {choice2}"}], "inputs": {"choice1": "A", "choice2": "B"}, "outputs": "2"})"
+      "\n");
+  TaskSpec t;
+  t.name = "P";
+  t.file = rec;
+  t.type = "choice";
+  t.choices = {"1", "2"};
+  t.swap = {"choice1", "choice2"};
+  const auto r = read_records(t);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].messages[0].content, "1. A 2. B");
+  EXPECT_EQ(r[0].swapped[0].content, "1. B 2. A");
+  EXPECT_EQ(r[0].golds[0], "2");
+  EXPECT_EQ(r[0].swapped_gold, "1");
+  const std::string table = d.write("t.yaml", "tasks:\n  - {name: P, file: p.jsonl, type: choice, choices: [\"1\", \"2\"], "
+                                               "metrics: [accuracy_both]}\n");
+  EXPECT_NE(error_of([&] { read_table(table); }).find("swap"), std::string::npos);
+}

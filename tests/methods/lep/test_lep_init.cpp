@@ -28,9 +28,38 @@ at::Tensor old_embeddings() {
   return f.load("model.embed_tokens.weight");
 }
 
+// The old pieces of a new token: a SentencePiece piece is its own text (word mark as a space)
+// continuing a word; a byte-level BPE token its decoded text.
+std::vector<int32_t> old_pieces(const Tokenizer& old_tok, const Tokenizer& new_tok, int32_t id) {
+  if (new_tok.kind() != "sentencepiece") return old_tok.encode(new_tok.decode({id}), false);
+  std::string piece = new_tok.piece(id), text;
+  for (size_t k = 0; k < piece.size();) {
+    if (piece.compare(k, 3, "▁") == 0) {
+      text += ' ';
+      k += 3;
+    } else {
+      text += piece[k++];
+    }
+  }
+  std::vector<int32_t> with = old_tok.encode("1" + text, false), one = old_tok.encode("1", false);
+  return std::vector<int32_t>(with.begin() + int64_t(one.size()), with.end());
+}
+
+// The mean of the old rows of `pieces`.
+at::Tensor mean_of(const at::Tensor& E, const std::vector<int32_t>& pieces) {
+  at::Tensor sum = at::zeros({E.size(1)}, at::kFloat);
+  for (int32_t p : pieces) sum += E[p];
+  return sum / double(pieces.size());
+}
+
+// The decode-then-encode reading kiln used before issue 32.
+at::Tensor by_hand_decoded(const at::Tensor& E, const Tokenizer& old_tok, const Tokenizer& new_tok, int32_t id) {
+  return mean_of(E, old_tok.encode(new_tok.decode({id}), false));
+}
+
 // The row by the definition, with a plain loop over the pieces.
 at::Tensor by_hand(const at::Tensor& E, const Tokenizer& old_tok, const Tokenizer& new_tok, int32_t id) {
-  std::vector<int32_t> pieces = old_tok.encode(new_tok.decode({id}), false);
+  std::vector<int32_t> pieces = old_pieces(old_tok, new_tok, id);
   at::Tensor sum = at::zeros({E.size(1)}, at::kFloat);
   for (int32_t p : pieces) sum += E[p];
   return sum / double(pieces.size());
@@ -52,7 +81,7 @@ TEST(LepInit, RowsAreTheMeansOfTheOldPiecesRows) {
       ++copied;
       continue;
     }
-    const auto pieces = old_tok.encode(new_tok.decode({id}), false);
+    const auto pieces = old_pieces(old_tok, new_tok, id);
     if (pieces.empty()) continue;
     EXPECT_TRUE(at::allclose(rows[id], by_hand(E, old_tok, new_tok, id), 1e-6, 1e-7)) << piece;
     ++averaged;
@@ -78,6 +107,34 @@ TEST(LepInit, OldTokensKeepTheirRows) {
   EXPECT_TRUE(at::equal(kiln::lep::init_rows(E, tok, tok, &c), E));
   EXPECT_EQ(c.copied + c.specials_copied, 512);
   EXPECT_NE(tok.encode(tok.decode({tok.piece_to_id("ing")}), false), std::vector<int32_t>{tok.piece_to_id("ing")});
+}
+
+// Issue 32, point 10: RefalMachine/ruadapt ruadapt/tokenization/utils.py @ 259cecb
+// (reinit_embeddings_with_head_mistral, special_encode) encodes "1" + the raw piece with the old
+// tokenizer and drops the pieces of "1": a word-internal piece is read without a word mark.
+// Mistral's word-internal "ста" (the issue's "ени" is not in Mistral's vocabulary): stories260K has
+// no Cyrillic, so its pieces of "ста" are the UTF-8 bytes D1 81 D1 82 D0 B0, byte pieces at id
+// 3 + byte; re-encoding the decoded piece ("ста" -> "▁ста") put a "▁" in front.
+TEST(LepInit, WordInternalSentencePiecePiecesHaveNoWordMark) {
+  const at::Tensor E = old_embeddings();
+  Tokenizer old_tok(kStories), new_tok(kShared + "/models/mistral-tokenizer");
+  const int32_t sta = new_tok.piece_to_id("ста");
+  ASSERT_EQ(new_tok.piece(sta), "ста");
+  EXPECT_EQ(kiln::lep::old_pieces_of(old_tok, new_tok, sta), (std::vector<int32_t>{212, 132, 212, 133, 211, 179}));
+  at::Tensor rows = kiln::lep::init_rows(E, old_tok, new_tok);
+  const at::Tensor want = (E[212] * 2 + E[132] + E[133] + E[211] + E[179]) / 6;
+  EXPECT_TRUE(at::allclose(rows[sta], want, 1e-6, 1e-7));
+  // The decode-then-encode reading differs: it starts with the word mark.
+  const auto old_reading = old_tok.encode(new_tok.decode({sta}), false);
+  ASSERT_FALSE(old_reading.empty());
+  EXPECT_EQ(old_tok.piece(old_reading[0]).rfind("▁", 0), 0u);
+  EXPECT_FALSE(at::allclose(rows[sta], by_hand_decoded(E, old_tok, new_tok, sta), 1e-6, 1e-7));
+  // A word-initial piece keeps its mark: "▁при" starts with a piece that does.
+  const int32_t pri = new_tok.piece_to_id("▁при");
+  ASSERT_EQ(new_tok.piece(pri), "▁при");
+  const auto pri_pieces = kiln::lep::old_pieces_of(old_tok, new_tok, pri);
+  ASSERT_FALSE(pri_pieces.empty());
+  EXPECT_EQ(old_tok.piece(pri_pieces[0]).rfind("▁", 0), 0u);
 }
 
 TEST(LepInit, SpecialsWithoutATwinGetTheMeanOfAllRows) {

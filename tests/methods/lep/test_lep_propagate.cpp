@@ -23,6 +23,12 @@ namespace {
 const std::string kShared = KILN_SHARED_DIR;
 const std::string kStories = kShared + "/models/stories260K/hf";
 
+at::Tensor tensors_E(const kiln::model::NamedTensorList& tensors) {
+  for (auto& [name, t] : tensors)
+    if (name == "model.embed_tokens.weight") return t;
+  return {};
+}
+
 RowBlock rows_of(const at::Tensor& X, const at::Tensor& Y) {
   return [X, Y](int64_t b, int64_t e) { return std::make_pair(X.slice(0, b, e), Y.slice(0, b, e)); };
 }
@@ -101,13 +107,16 @@ TEST(LepPropagate, RecoversAKnownMapOnStories260K) {
     EXPECT_EQ(r.appended, 0);
     kiln::model::SafeTensorsFile got((out / "model.safetensors").string());
     const at::Tensor E = got.load("model.embed_tokens.weight"), H = got.load("lm_head.weight");
+    // <unk>, <s>, </s> (the donor's specials) take I's rows, as ruadapt's init_added_toks does.
+    EXPECT_EQ(r.from_instruct, 3);
+    EXPECT_TRUE(at::equal(E.slice(0, 0, 3), tensors_E(tensors).slice(0, 0, 3))) << mode;
     if (std::string(mode) == "swap") {
-      EXPECT_TRUE(at::equal(E, ER));
+      EXPECT_TRUE(at::equal(E.slice(0, 3), ER.slice(0, 3)));
     } else {
       // E_I = E_B M exactly, so the fit finds M (to float32 rounding of the stored rows) and E = E_R M.
       EXPECT_TRUE(at::allclose(r.e.W.to(at::kFloat), M, 1e-3, 1e-4)) << mode;
       EXPECT_LT(r.e.residual, 1e-5) << mode;
-      EXPECT_TRUE(at::allclose(E, ER.matmul(M), 1e-3, 1e-4)) << mode;
+      EXPECT_TRUE(at::allclose(E.slice(0, 3), ER.matmul(M).slice(0, 3), 1e-3, 1e-4)) << mode;
     }
     EXPECT_EQ(H.sizes(), E.sizes());
     // Every other tensor is the instruct model's.
@@ -179,5 +188,53 @@ TEST(LepPropagate, ChatTokensOfAnInstructModelOntoASentencePieceDonor) {
   // OpenChat's LlamaTokenizer would rebuild a pipeline of its own: the generic class loads the
   // tokenizer.json above as it is.
   EXPECT_EQ(cfg["tokenizer_class"], "PreTrainedTokenizerFast");
+  fs::remove_all(dir);
+}
+
+// Issue 32, point 1: RefalMachine/ruadapt ruadapt/ushanka/src/ushanka.py @ 259cecb (init_added_toks)
+// copies the instruct model's E and H rows into EVERY added token of the new tokenizer, found by
+// encoding the token's text with the instruct tokenizer. With LLaMA-3's vocabulary that covers
+// <|eot_id|> and <|start_header_id|> (ids 128009, 128006), which sit inside the base vocabulary:
+// kiln used to propagate the donor's (base-derived, never chat-trained) rows for them.
+TEST(LepPropagate, Llama3ChatTokensTakeTheInstructModelsRows) {
+  const fs::path dir = fs::temp_directory_path() / ("kiln_lep_l3_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  init_model(kStories, kShared + "/models/llama3-tokenizer", (dir / "base").string());
+  kiln::model::SafeTensorsFile base((dir / "base/model.safetensors").string());
+  const at::Tensor EB = base.load("model.embed_tokens.weight"), HB = base.load("lm_head.weight");
+  ASSERT_EQ(EB.size(0), 128256);
+  at::manual_seed(7);
+  const at::Tensor chat_E = at::randn({2, 64}), chat_H = at::randn({2, 64});
+  const at::Tensor chat_ids = at::tensor({int64_t(128006), int64_t(128009)}, at::kLong);
+  // I: the base with the two chat rows learned; the donor R: every row moved (E x 2, H x 3).
+  auto write = [&](const std::string& name, const at::Tensor& E, const at::Tensor& H) {
+    fs::create_directories(dir / name);
+    for (auto& f : fs::directory_iterator(dir / "base"))
+      if (f.path().filename() != "model.safetensors") fs::copy_file(f.path(), dir / name / f.path().filename());
+    kiln::model::NamedTensorList t;
+    for (auto& [n, e] : base.entries())
+      t.emplace_back(n, n == "model.embed_tokens.weight" ? E : n == "lm_head.weight" ? H : base.load(n));
+    kiln::model::write_safetensors((dir / name / "model.safetensors").string(), t);
+  };
+  const at::Tensor EI = EB.index_copy(0, chat_ids, chat_E), HI = HB.index_copy(0, chat_ids, chat_H);
+  write("instruct", EI, HI);
+  write("donor", EB * 2, HB * 3);
+
+  const PropagateReport r = propagate((dir / "base").string(), (dir / "instruct").string(), (dir / "donor").string(),
+                                      Mode::Swap, (dir / "out").string(), 4096);
+  EXPECT_EQ(r.rows, 128256);
+  EXPECT_EQ(r.appended, 0);
+  EXPECT_EQ(r.from_instruct, 256);  // LLaMA-3's 256 added tokens, all special
+  kiln::model::SafeTensorsFile got((dir / "out/model.safetensors").string());
+  const at::Tensor E = got.load("model.embed_tokens.weight"), H = got.load("lm_head.weight");
+  // The chat tokens: I's learned rows, in E and in H.
+  EXPECT_TRUE(at::equal(E.index_select(0, chat_ids), chat_E));
+  EXPECT_TRUE(at::equal(H.index_select(0, chat_ids), chat_H));
+  // Every other added token: I's row too (here the base's), not the donor's.
+  EXPECT_TRUE(at::equal(E[128000], EB[128000]));
+  EXPECT_TRUE(at::equal(H[128255], HB[128255]));
+  // Ordinary tokens: the donor's (swap: W = identity).
+  EXPECT_TRUE(at::equal(E.slice(0, 0, 128000), (EB * 2).slice(0, 0, 128000)));
+  EXPECT_TRUE(at::equal(H.slice(0, 0, 128000), (HB * 3).slice(0, 0, 128000)));
   fs::remove_all(dir);
 }

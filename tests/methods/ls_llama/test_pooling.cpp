@@ -2,7 +2,11 @@
 // huge values (it must never leak into the result or receive gradient).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
+#include "core/config.h"
 #include "core/error.h"
+#include "core/recipe.h"
 #include "methods/ls_llama/heads.h"
 #include "model/pooling.h"
 
@@ -164,4 +168,63 @@ TEST(Heads, ShapesNamesAndDropout) {
   seq->train();
   at::Tensor big = at::randn({64, H});
   EXPECT_FALSE(seq->forward(big).equal(seq->forward(big)));
+}
+
+// Issue 32, point 8: 4AI/LS-LLaMA modeling_llama.py (UnmaskingLlamaForSequenceClassification @
+// 95a67cd) applies `score` at every position and then pools the logits over all T, pads included.
+// Hand-computed on one row: real states (1, 0) and (0, 2), then a pad state (5, 5); score rows
+// (1, 1) and (1, -1), so the per-position logits are (1, 1), (2, -2) and the pad's (10, 0).
+TEST(Heads, SequenceLogitsPoolTheLogitsAsTheOfficialCode) {
+  Head seq = sequence_head(2, 2, 0.0, 0.02, at::kCPU);
+  {
+    at::NoGradGuard ng;
+    seq->weight.copy_(at::tensor({1.0f, 1.0f, 1.0f, -1.0f}).view({2, 2}));
+  }
+  seq->eval();
+  at::Tensor hidden = at::tensor({1.0f, 0.0f, 0.0f, 2.0f, 5.0f, 5.0f}).view({1, 3, 2});
+  at::Tensor mask = at::tensor({1, 1, 0}, at::kLong).view({1, 3});
+  auto row = [](const at::Tensor& t) { return std::vector<float>{t[0][0].item<float>(), t[0][1].item<float>()}; };
+  using V = std::vector<float>;
+  // max: per class over the real positions' logits (2, 1); the head on the max state would give (3, -1).
+  EXPECT_EQ(row(sequence_logits(*seq, hidden, mask, Pooling::max, false)), (V{2.0f, 1.0f}));
+  // pads pooled, as the official LS-unLLaMA: the pad's logits count.
+  EXPECT_EQ(row(sequence_logits(*seq, hidden, mask, Pooling::max, true)), (V{10.0f, 1.0f}));
+  auto mean_official = row(sequence_logits(*seq, hidden, mask, Pooling::mean, true));
+  EXPECT_NEAR(mean_official[0], 13.0f / 3.0f, 1e-6);
+  EXPECT_NEAR(mean_official[1], -1.0f / 3.0f, 1e-6);
+  EXPECT_EQ(row(sequence_logits(*seq, hidden, mask, Pooling::mean, false)), (V{1.5f, -0.5f}));
+  // last: the last real token either way (the official finds it from the first pad).
+  EXPECT_EQ(row(sequence_logits(*seq, hidden, mask, Pooling::last, true)), (V{2.0f, -2.0f}));
+  EXPECT_EQ(row(sequence_logits(*seq, hidden, mask, Pooling::last, false)), (V{2.0f, -2.0f}));
+}
+
+// Issue 32, points 8 and 9: the paper recipes carry the official scripts' settings (4AI/LS-LLaMA
+// unllama_seq_clf.py @ c60a58d: lr 1e-4, 20 epochs; modeling_llama.py @ 95a67cd: no padding mask in
+// UnmaskingLlamaModel, no dropout before `score`, dropout 0.1 before `classifier`).
+TEST(PaperRecipes, OfficialSettings) {
+  ::setenv("KILN_DATA_DIR", "/data", 1);
+  auto task = [](const kiln::Recipe& r, const std::string& key) {
+    const kiln::recipe::Node* t = r.tree.find("task");
+    const kiln::recipe::Node* v = t ? t->find(key) : nullptr;
+    return v ? v->scalar : std::string("(unset)");
+  };
+  const std::string dir = std::string(KILN_SOURCE_DIR) + "/recipes/ls_llama/";
+  for (const char* ds : {"sst2", "sst5", "agnews", "twitterfin"}) {
+    kiln::Recipe un = kiln::read_recipe(dir + ds + "_unllama.yaml", {});
+    EXPECT_EQ(un.model.attention, "bidirectional") << ds;
+    EXPECT_EQ(task(un, "pads"), "attended") << ds;
+    EXPECT_DOUBLE_EQ(un.train.lr, 1e-4) << ds;
+    EXPECT_DOUBLE_EQ(un.train.epochs, 20) << ds;
+    EXPECT_EQ(task(un, "head_dropout"), "0.0") << ds;
+    kiln::Recipe ls = kiln::read_recipe(dir + ds + ".yaml", {});
+    EXPECT_EQ(task(ls, "pads"), "(unset)") << ds;  // LS-LLaMA keeps transformers' padding mask
+    EXPECT_EQ(task(ls, "head_dropout"), "0.0") << ds;
+  }
+  kiln::Recipe sst5 = kiln::read_recipe(dir + "sst5.yaml", {});
+  EXPECT_NE(sst5.data.eval.find("setfit/test.jsonl"), std::string::npos) << sst5.data.eval;
+  for (const char* ner : {"conll2003", "conll2003_unllama"}) {
+    kiln::Recipe r = kiln::read_recipe(dir + ner + ".yaml", {});
+    EXPECT_EQ(task(r, "head_dropout"), "0.1") << ner;
+  }
+  EXPECT_EQ(task(kiln::read_recipe(dir + "conll2003_unllama.yaml", {}), "pads"), "attended");
 }

@@ -3,6 +3,8 @@
 // only on the assistant's answers; generation prompts ending at the last "ASSISTANT:").
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -64,7 +66,7 @@ TEST(UninerMetric, NormalisesLikeTheOfficialScript) {
 
 TEST(UninerMetric, ParsesTheFirstListAfterTheLastAssistantTurn) {
   EXPECT_EQ(parse_answer("[\"Apple\", \"Google\"]"), (Strings{"apple", "google"}));
-  EXPECT_EQ(parse_answer("USER: x ASSISTANT: [\"old\"] USER: y ASSISTANT: sure: [\"The EU\"] and [\"x\"]"),
+  EXPECT_EQ(parse_answer("USER: x ASSISTANT: [\"old\"] USER: y ASSISTANT:  [\"The EU\"] and [\"x\"]"),
             (Strings{"eu"}));
   EXPECT_EQ(parse_answer("[\"Paris\", \"paris\", \"the Paris\"]"), (Strings{"paris"}));  // duplicates once
   bool ok = true;
@@ -78,6 +80,48 @@ TEST(UninerMetric, ParsesTheFirstListAfterTheLastAssistantTurn) {
   EXPECT_FALSE(ok);
   EXPECT_TRUE(parse_answer("[]", &ok).empty());
   EXPECT_TRUE(ok);
+}
+
+// Issue 32, point 3. The official parser (universal-ner/universal-ner src/eval/evaluate.py @
+// 4e454fe) takes r.split('ASSISTANT:')[-1].strip(), then re.match(r'\[(.*?)\]'): a list only at
+// the start. Each expected value below is that reading worked by hand.
+TEST(UninerMetric, OfficialReadingTakesAListOnlyAtTheStart) {
+  bool ok = true;
+  // Text before the list: the official reading finds nothing; the old one took the list.
+  EXPECT_TRUE(parse_answer("sure: [\"The EU\"]", &ok).empty());
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(parse_answer("sure: [\"The EU\"]", &ok, AnswerAt::anywhere), (Strings{"eu"}));
+  EXPECT_TRUE(ok);
+  // White space around the answer is stripped first, so a leading space or newline still matches.
+  EXPECT_EQ(parse_answer(" \n [\"Oslo\"] \n"), (Strings{"oslo"}));
+  EXPECT_EQ(parse_answer("USER: q ASSISTANT: [\"Oslo\"]"), (Strings{"oslo"}));
+  // A first list that does not close on its line: re.match fails; the old reading went on to the next.
+  EXPECT_TRUE(parse_answer("[\"a\n[\"b\"]").empty());
+  EXPECT_EQ(parse_answer("[\"a\n[\"b\"]", nullptr, AnswerAt::anywhere), (Strings{"b"}));
+  EXPECT_EQ(parse_answer_at("start"), AnswerAt::start);
+  EXPECT_STREQ(answer_at_name(AnswerAt::anywhere), "anywhere");
+}
+
+TEST(UninerMetric, ScoresDifferOnlyWhereAListFollowsText) {
+  // gold, output. Official: 1 correct of 2 predicted (the 2nd and 3rd outputs predict nothing),
+  // 4 gold: P 0.5, R 0.25, F1 1/3. Anywhere: 3 correct of 4 predicted: P 0.75, R 0.75, F1 0.75.
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"[\"Apple\", \"Google\"]", "[\"apple\", \"IBM\"]"},
+      {"[\"Oslo\"]", "The answer is [\"Oslo\"]"},
+      {"[\"Bob\"]", "Answer:\n[\"Bob\"]"},
+  };
+  Counts official, anywhere;
+  for (auto& [g, o] : cases) {
+    official.add(parse_answer(o), parse_answer(g));
+    anywhere.add(parse_answer(o, nullptr, AnswerAt::anywhere), parse_answer(g, nullptr, AnswerAt::anywhere));
+  }
+  EXPECT_EQ(official.correct, 1);
+  EXPECT_EQ(official.predicted, 2);
+  EXPECT_EQ(official.gold, 4);
+  EXPECT_NEAR(official.f1(), 1.0 / 3.0, 1e-9);
+  EXPECT_EQ(anywhere.correct, 3);
+  EXPECT_EQ(anywhere.predicted, 4);
+  EXPECT_NEAR(anywhere.f1(), 0.75, 1e-9);
 }
 
 TEST(UninerMetric, MicroPrecisionRecallF1OnHandMadeOutputs) {
@@ -312,4 +356,51 @@ TEST(UninerStore, ReadsTheEvaluationJsonFormatAndMixesSources) {
   EXPECT_EQ(prompt.substr(prompt.size() - tail.size()), tail);
   auto gold = eval.get<uint8_t>("gold", 1);
   EXPECT_EQ(std::string(gold.begin(), gold.end()), "[\"star wars\"]");
+}
+
+// Issue 32, point 2: the paper recipe evaluates on the official files (universal-ner/universal-ner
+// src/eval/test_data/*.json @ 4e454fe), which ask CrossNER's types by their own names ("program
+// language", "organization") and never "misc". Made-up files in that format stand in for them.
+TEST(UninerRecipe, PaperRecipeEvaluatesOnTheOfficialJsonFiles) {
+  std::string dir = temp_dir("paper");
+  fs::create_directories(dir + "/data/pile-ner");
+  fs::create_directories(dir + "/data/uniner-eval");
+  auto conv = [](const std::string& text, const std::string& type, const std::string& answer) {
+    return "{\"conversations\": [{\"from\": \"human\", \"value\": \"Text: " + text +
+           "\"}, {\"from\": \"gpt\", \"value\": \"I've read this text.\"}, {\"from\": \"human\", \"value\": "
+           "\"What describes " + type + " in the text?\"}, {\"from\": \"gpt\", \"value\": \"" + answer + "\"}]}";
+  };
+  std::ofstream(dir + "/data/pile-ner/pile-ner.json") << "[" << conv("Bob runs", "person", "[\\\"Bob\\\"]") << "]";
+  const std::vector<std::string> files = {"CrossNER_AI", "CrossNER_literature", "CrossNER_music", "CrossNER_politics",
+                                          "CrossNER_science", "mit-movie", "mit-restaurant"};
+  for (const auto& f : files)
+    std::ofstream(dir + "/data/uniner-eval/" + f + ".json")
+        << "[" << conv("Python is used", "program language", "[\\\"Python\\\"]") << ", "
+        << conv("Python is used", "organization", "[]") << "]";
+  ::setenv("KILN_DATA_DIR", (dir + "/data").c_str(), 1);
+  Recipe r = read_recipe(std::string(KILN_SOURCE_DIR) + "/recipes/uniner/pile_ner.yaml",
+                         {"model.path=" + kModel, "checkpoint.run_dir=" + dir + "/run", "data.store_dir=" + dir + "/stores",
+                          "data.max_len=256", "log.tensorboard=false"});
+  auto enc = methods::make_task(r)->encoder(r);
+  EXPECT_EQ(enc->sources(r.data, "eval").size(), files.size());
+  data::Tokenizer tok(kModel);
+  data::preprocess(r, *enc, tok);
+  data::Store eval(dir + "/stores/eval.h5");
+  ASSERT_EQ(eval.size(), int64_t(2 * files.size()));
+  const auto& labels = eval.label_names();
+  EXPECT_NE(std::find(labels.begin(), labels.end(), "crossner_ai:program language"), labels.end());
+  for (const auto& l : labels) EXPECT_EQ(l.find(":misc"), std::string::npos) << l;
+}
+
+TEST(UninerRecipe, BadAnswerAtIsNamed) {
+  std::string dir = temp_dir("answer_at");
+  Recipe r = make_recipe(dir, "data:\n  format: conll\n  train: x.txt\ntask:\n  answer_at: begining\n");
+  try {
+    methods::make_task(r)->encoder(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("task.answer_at"), std::string::npos) << what;
+    EXPECT_NE(what.find("start"), std::string::npos) << what;
+  }
 }
