@@ -27,8 +27,9 @@ Llama load_pretrained(const std::string& dir, at::ScalarType dtype = at::kFloat,
 // Fills the base parameters of an existing model from the safetensors of `dir`.
 void load_weights(Llama& model, const std::string& dir);
 
-// The sentencepiece tokenizer of the model folder, with BOS/EOS/pad ids from config.json (pad: the
-// config's pad_token_id, else EOS).
+// The tokenizer of the model folder, with BOS/EOS/pad ids from config.json (pad: the config's
+// pad_token_id, else EOS) and tokenizer_config.json's add_bos_token; a folder without config.json
+// (a tokenizer only) keeps the ids its tokenizer files give.
 data::Tokenizer load_tokenizer(const std::string& dir, const LlamaConfig& config);
 data::Tokenizer load_tokenizer(const std::string& dir);
 
