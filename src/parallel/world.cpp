@@ -66,7 +66,7 @@ World::World() {
     if (provided < MPI_THREAD_SERIALIZED)
       throw InternalError(fmt::format(
           "this MPI library gives thread level {} but kiln's communication thread needs at least "
-          "MPI_THREAD_SERIALIZED ({})", provided, MPI_THREAD_SERIALIZED));
+          "MPI_THREAD_SERIALIZED ({})", provided, int(MPI_THREAD_SERIALIZED)));
     we_initialised_mpi_ = true;
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
