@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <regex>
+#include <set>
 
 #include "core/error.h"
 #include "core/files.h"
@@ -298,7 +299,7 @@ void import_gguf(const std::string& file, const std::string& out_dir, const Gguf
 
   // Every tensor must be one kiln maps; biases switch the config's bias flags on.
   NamedTensorList tensors;
-  std::map<std::string, bool> seen;
+  std::set<std::string> seen;
   for (const auto& t : f.tensors()) {
     Mapped m = hf_name(t.name);
     if (m.hf.empty()) input_error("{}: tensor `{}` is not part of a LLaMA model kiln knows", file, t.name);
@@ -309,10 +310,9 @@ void import_gguf(const std::string& file, const std::string& out_dir, const Gguf
       if (m.hf.find("self_attn") != std::string::npos) c.attention_bias = true;
       else c.mlp_bias = true;
     }
-    seen[m.hf] = true;
+    seen.insert(m.hf);
   }
-  const int64_t expected_layers_seen = c.num_hidden_layers;
-  for (int64_t i = 0; i < expected_layers_seen; ++i)
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
     for (const auto& [gn, hn] : block_names())
       if (!seen.count(fmt::format("model.layers.{}.{}.weight", i, hn)))
         input_error("{}: tensor `blk.{}.{}.weight` is missing ({} = {})", file, i, gn, key("block_count"), c.num_hidden_layers);
