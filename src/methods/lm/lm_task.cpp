@@ -26,24 +26,28 @@ KILN_REGISTER_TASK("lm", "causal language-model fine-tuning (LoRA or full) on te
 const char* const kDefaultSystemPrompt = "A virtual assistant answers questions from a user based on the provided text.";
 
 size_t encode_conversation(const std::vector<data::Turn>& turns, const std::string& system, const data::Tokenizer& tok,
-                           std::vector<int32_t>& ids, std::vector<uint8_t>& mask) {
+                           std::vector<int32_t>& ids, std::vector<uint8_t>& mask, TurnPieces pieces) {
   ids.push_back(tok.bos_id());
   mask.push_back(0);
+  auto append = [&](const std::string& text, bool target) {
+    std::vector<int32_t> p = tok.encode(text, false);
+    ids.insert(ids.end(), p.begin(), p.end());
+    mask.insert(mask.end(), p.size(), target ? 1 : 0);
+  };
+  const bool separate = pieces == TurnPieces::separate;
   size_t last_answer = 0;
   for (size_t t = 0; t < turns.size(); ++t) {
-    std::vector<int32_t> p;
-    const bool answer = turns[t].from == "gpt";
-    if (answer) {
+    if (turns[t].from == "gpt") {
+      if (separate) append("ASSISTANT: ", false);
       last_answer = ids.size();
-      p = tok.encode(turns[t].value, false);
-      p.push_back(tok.eos_id());
+      append(turns[t].value, true);
+      ids.push_back(tok.eos_id());
+      mask.push_back(1);
     } else {
-      std::string q = (t == 0 ? system + " " : std::string()) + "USER: " + turns[t].value + " ASSISTANT:";
-      p = tok.encode(q, false);
+      append((t == 0 ? system + " " : std::string()) + "USER: " + turns[t].value + (separate ? "" : " ASSISTANT:"),
+             false);
       last_answer = 0;
     }
-    ids.insert(ids.end(), p.begin(), p.end());
-    mask.insert(mask.end(), p.size(), answer ? 1 : 0);
   }
   return last_answer == 0 ? ids.size() : last_answer;
 }

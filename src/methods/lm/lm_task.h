@@ -34,8 +34,17 @@ namespace kiln::methods {
 // (the `</s>` is the EOS id). Appends to `ids` and `mask` (1 on answer tokens and their EOS, the
 // loss targets) and returns the position where the last gpt turn's tokens start (ids.size() when
 // the conversation ends with a human turn): a generation prompt is ids[0, that).
+//
+// `pieces` says how the text is cut into tokenizer calls. `joined`: `{system} USER: {q} ASSISTANT:`
+// in one call and `{a}` in another, the prompt UniversalNER's evaluation builds. `separate`: the
+// calls of the official training script (universal-ner src/train/fastchat/train/train.py,
+// preprocess2): `{system} USER: {q}` (later turns `USER: {q}`), then `ASSISTANT: ` alone, which ends
+// in a lone space token, then `{a}`. The official model trained on the second and is asked in the
+// first.
+enum class TurnPieces { joined, separate };
 size_t encode_conversation(const std::vector<data::Turn>& turns, const std::string& system, const data::Tokenizer& tok,
-                           std::vector<int32_t>& ids, std::vector<uint8_t>& mask);
+                           std::vector<int32_t>& ids, std::vector<uint8_t>& mask,
+                           TurnPieces pieces = TurnPieces::joined);
 
 using train::LossSum;
 using train::NamedTensors;

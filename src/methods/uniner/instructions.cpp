@@ -202,6 +202,15 @@ std::vector<Passage> apply_weight(const std::vector<Passage>& passages, double w
   return out;
 }
 
+void shuffle_questions(std::vector<Passage>& passages, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (auto& p : passages)
+    for (size_t i = p.questions.size(); i > 1; --i) {
+      const size_t j = size_t(rng() % i);  // Fisher-Yates from the raw draws: same order everywhere
+      std::swap(p.questions[i - 1], p.questions[j]);
+    }
+}
+
 namespace {
 std::string text_turn(const Passage& p, const std::string& prefix) {
   return (prefix.empty() ? std::string() : prefix + "\n") + "Text: " + p.text;

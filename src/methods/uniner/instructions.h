@@ -64,6 +64,12 @@ int64_t add_negative_types(std::vector<Passage>& passages, double rate, uint64_t
 // w - floor(w) of them once more, in the passages' order.
 std::vector<Passage> apply_weight(const std::vector<Passage>& passages, double weight, uint64_t seed);
 
+// The official training script asks each conversation's questions in a random order (the text
+// and its reply stay first; train.py preprocess2, once per example as the lazy dataset caches it).
+// Here each passage's questions, in an order drawn from `seed` and the passage's position, so the
+// store is the same on any number of ranks.
+void shuffle_questions(std::vector<Passage>& passages, uint64_t seed);
+
 // Training: one conversation per passage with all its questions. `prefix` ("" or "Dataset: X")
 // goes before "Text:" on its own line.
 data::Record training_record(const Passage& p, const std::string& prefix);

@@ -38,7 +38,10 @@ struct Source {
 };
 
 struct Settings {
-  std::string system_prompt;
+  std::string system_prompt;        // evaluation prompts (and training, unless train_system_prompt)
+  std::string train_system_prompt;
+  TurnPieces train_pieces = TurnPieces::joined;
+  bool shuffle_questions = false;
   double negative_rate = 0;
   bool dataset_prefix = false;
   int64_t max_new_tokens = 256;
@@ -50,6 +53,9 @@ struct Settings {
   std::string fingerprint() const {
     nlohmann::json j;
     j["system_prompt"] = system_prompt;
+    j["train_system_prompt"] = train_system_prompt;
+    j["train_turns"] = train_pieces == TurnPieces::separate ? "separate" : "joined";
+    j["shuffle_questions"] = shuffle_questions;
     j["negative_rate"] = negative_rate;
     j["dataset_prefix"] = dataset_prefix;
     j["seed"] = seed;
@@ -89,6 +95,11 @@ std::string default_name(const DataConfig& c) {
 Settings read_settings(recipe::Section& task, Node& task_node, const Recipe& r) {
   Settings st;
   st.system_prompt = task.get_string("system_prompt", kDefaultSystemPrompt);
+  st.train_system_prompt = task.get_string("train_system_prompt", st.system_prompt);
+  st.train_pieces = task.get_choice("train_turns", "joined", {"joined", "separate"}) == "separate"
+                        ? TurnPieces::separate
+                        : TurnPieces::joined;
+  st.shuffle_questions = task.get_bool("shuffle_questions", false);
   st.negative_rate = task.get_double("negative_rate", 0.0, 0.0, 100.0);
   st.dataset_prefix = task.get_bool("dataset_prefix", false);
   st.max_new_tokens = task.get_int("max_new_tokens", 256, 1, 1 << 20);
@@ -211,8 +222,9 @@ class UninerEncoder : public data::Encoder {
       const uint64_t seed = st_.seed ^ fnv1a(src->name);
       int64_t neg = uniner::add_negative_types(passages, st_.negative_rate, seed);
       if (neg > 0) log::debug("uniner: {}: {} negative types added to {} passages", path, neg, passages.size());
-      for (const auto& p : uniner::apply_weight(passages, src->weight, seed + 1))
-        out.push_back(uniner::training_record(p, prefix));
+      auto weighted = uniner::apply_weight(passages, src->weight, seed + 1);
+      if (st_.shuffle_questions) uniner::shuffle_questions(weighted, seed + 2);
+      for (const auto& p : weighted) out.push_back(uniner::training_record(p, prefix));
     } else if (out.empty()) {
       for (const auto& p : passages)
         for (auto& r : uniner::evaluation_records(p, prefix, src->name)) out.push_back(std::move(r));
@@ -238,8 +250,12 @@ class UninerEncoder : public data::Encoder {
   void encode(const data::Record& rec, const data::EncodeContext& ctx, data::Example& out) const override {
     auto& mask = out.put<uint8_t>("loss_mask");
     out.ids.clear(), mask.clear();
-    const size_t prompt = encode_conversation(rec.turns, st_.system_prompt, ctx.tok, out.ids, mask);
+    // Evaluation questions (a label) are asked as the official evaluation asks them; training
+    // conversations are cut as the recipe's train_turns says.
     const bool question = !rec.label.empty();
+    const size_t prompt =
+        question ? encode_conversation(rec.turns, st_.system_prompt, ctx.tok, out.ids, mask)
+                 : encode_conversation(rec.turns, st_.train_system_prompt, ctx.tok, out.ids, mask, st_.train_pieces);
     out.put<int32_t>("prompt_len") = {question ? int32_t(prompt) : 0};
     out.put<int32_t>("question") = {question ? ctx.label_id(rec.label) : -1};
     auto& gold = out.put<uint8_t>("gold");

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -15,6 +16,7 @@
 #include "data/readers.h"
 #include "data/store.h"
 #include "data/tokenizer.h"
+#include "methods/lm/lm_task.h"
 #include "methods/registry.h"
 #include "methods/uniner/instructions.h"
 #include "methods/uniner/span_f1.h"
@@ -27,6 +29,7 @@ using Strings = std::vector<std::string>;
 namespace {
 
 const std::string kModel = std::string(KILN_SOURCE_DIR) + "/models/stories260K";
+const std::string kLlama2Tokenizer = std::string(KILN_SHARED_DIR) + "/models/llama2-tokenizer";
 
 std::string temp_dir(const std::string& name) {
   auto d = fs::path(testing::TempDir()) / "kiln_uniner" / name;
@@ -403,4 +406,120 @@ TEST(UninerRecipe, BadAnswerAtIsNamed) {
     EXPECT_NE(what.find("task.answer_at"), std::string::npos) << what;
     EXPECT_NE(what.find("start"), std::string::npos) << what;
   }
+}
+
+// The ids and loss mask of official_train_ids.py: the official preprocess2 run with LLaMA-2's
+// tokenizer on this conversation. "ASSISTANT: " is its own call, so each answer follows a lone
+// space token (29871), and each later question starts with the dummy prefix of its own call.
+TEST(UninerTrainingPieces, SeparateCallsGiveTheOfficialIds) {
+  if (!fs::exists(kLlama2Tokenizer + "/tokenizer.model")) GTEST_SKIP() << kLlama2Tokenizer << " is missing";
+  const data::Tokenizer tok(kLlama2Tokenizer);
+  const std::vector<data::Turn> turns = {{"human", "Text: EU rejects German call."},
+                                         {"gpt", "I've read this text."},
+                                         {"human", "What describes organization in the text?"},
+                                         {"gpt", "[\"EU\"]"},
+                                         {"human", "What describes person in the text?"},
+                                         {"gpt", "[]"}};
+  const std::vector<int32_t> want = {
+      1,     319,  6901,  20255, 6089,  5155,  515,   263,   1404,  2729,  373,   278,   4944,  14880, 29889, 3148,
+      1001,  29901, 3992, 29901, 19007, 12560, 29879, 5332,  1246,  29889, 319,   1799,  9047,  13566, 29901, 29871,
+      306,   29915, 345,  1303,  445,   1426,  29889, 2,     3148,  1001,  29901, 1724,  16612, 13013, 297,   278,
+      1426,  29973, 319,  1799,  9047,  13566, 29901, 29871, 6796,  29923, 29965, 3108,  2,     3148,  1001,  29901,
+      1724,  16612, 2022, 297,   278,   1426,  29973, 319,   1799,  9047,  13566, 29901, 29871, 5159,  2};
+  const std::string want_mask = "0000000000000000000000000000000011111111000000000000000011111000000000000000011";
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  const size_t last = methods::encode_conversation(
+      turns, "A virtual assistant answers questions from a user based on the provided paragraph.", tok, ids, mask,
+      methods::TurnPieces::separate);
+  EXPECT_EQ(ids, want);
+  std::string got_mask;
+  for (uint8_t m : mask) got_mask += char('0' + m);
+  EXPECT_EQ(got_mask, want_mask);
+  EXPECT_EQ(last, want.size() - 2);  // the last answer, "[]", starts after the lone space
+  // Joined (the evaluation prompt): no lone space token before the answer.
+  ids.clear(), mask.clear();
+  methods::encode_conversation(turns, "A virtual assistant answers questions from a user based on the provided text.",
+                               tok, ids, mask);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 29871), 0);
+  EXPECT_EQ(ids.size(), want.size() - 3);
+}
+
+TEST(UninerData, QuestionsShuffledPerPassageBySeed) {
+  std::vector<Passage> ps(40);
+  for (auto& p : ps)
+    for (const char* t : {"a", "b", "c", "d", "e"}) p.questions.push_back({t, {}});
+  auto order = [](const Passage& p) {
+    std::string o;
+    for (const auto& q : p.questions) o += q.type;
+    return o;
+  };
+  auto a = ps, b = ps, c = ps;
+  shuffle_questions(a, 7);
+  shuffle_questions(b, 7);
+  shuffle_questions(c, 8);
+  std::set<std::string> orders;
+  int same_as_c = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    std::string o = order(a[i]);
+    EXPECT_EQ(o, order(b[i]));  // the seed decides, nothing else
+    std::string sorted = o;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, "abcde");  // a permutation
+    orders.insert(o);
+    same_as_c += o == order(c[i]);
+  }
+  EXPECT_GT(orders.size(), 20u);  // 120 orders possible: passages get different ones
+  EXPECT_LT(same_as_c, 10);
+}
+
+// The paper recipes' training conversations: the "paragraph" system prompt, separate pieces and
+// shuffled questions in the training store; the evaluation store keeps the evaluation prompt.
+TEST(UninerStore, OfficialTrainingConversationsAndTheEvaluationPromptAsItWas) {
+  std::string dir = temp_dir("official_train");
+  std::ofstream(dir + "/train.txt") << "Bob I-PER\nlives O\nin O\nOslo I-LOC\nfor O\nACME I-ORG\n. O\n";
+  std::ofstream(dir + "/dev.txt") << "Ann I-PER\nsings O\n";
+  const std::string data = "data:\n  format: conll\n  train: " + dir + "/train.txt\n  eval: " + dir +
+                           "/dev.txt\n  max_len: 512\n  store_dir: " + dir + "/data\n";
+  // The training example's ids and loss mask, and the evaluation example's ids.
+  struct Stored {
+    std::vector<int32_t> train, eval;
+    std::vector<uint8_t> mask;
+  };
+  auto stored = [&](const std::string& task) {
+    Recipe r = make_recipe(dir, data + "task:\n  dataset: toy\n  types: {PER: person, LOC: location, ORG: organization}\n" + task);
+    auto enc = methods::make_task(r)->encoder(r);
+    data::Tokenizer tok(kModel);
+    data::preprocess(r, *enc, tok);
+    data::Store train(dir + "/data/train.h5"), eval(dir + "/data/eval.h5");
+    auto m = train.get<uint8_t>("loss_mask", 0);
+    return Stored{train.ids(0).vec(), eval.ids(0).vec(), std::vector<uint8_t>(m.begin(), m.end())};
+  };
+  const Stored joined = stored("");
+  const Stored sep = stored(
+      "  train_system_prompt: A virtual assistant answers questions from a user based on the provided paragraph.\n"
+      "  train_turns: separate\n  shuffle_questions: true\n");
+  EXPECT_EQ(joined.eval, sep.eval);
+  data::Tokenizer tok(kModel);
+  const std::string text = tok.decode(sep.train);
+  EXPECT_NE(text.find("based on the provided paragraph. USER: Text: Bob lives in Oslo for ACME ."), std::string::npos) << text;
+  for (const char* q : {"describes person", "describes location", "describes organization"})
+    EXPECT_NE(text.find(q), std::string::npos) << q;
+  // What precedes each answer (the tokens before a run of targets): "ASSISTANT: " encoded alone,
+  // its lone space token outside the targets, in the official pieces; "... ASSISTANT:" otherwise.
+  const auto space = tok.encode("ASSISTANT: ", false);
+  const auto colon = tok.encode("ASSISTANT:", false);
+  ASSERT_EQ(space.size(), colon.size() + 1);
+  auto before_answers = [](const Stored& s, const std::vector<int32_t>& tail) {
+    int answers = 0, matching = 0;
+    for (size_t i = 1; i < s.train.size(); ++i)
+      if (s.mask[i] && !s.mask[i - 1]) {
+        ++answers;
+        matching += i >= tail.size() && std::equal(tail.begin(), tail.end(), s.train.begin() + std::ptrdiff_t(i - tail.size()));
+      }
+    return std::make_pair(answers, matching);
+  };
+  EXPECT_EQ(before_answers(sep, space), std::make_pair(4, 4));  // "I've read this text." and three answers
+  EXPECT_EQ(before_answers(joined, space).second, 0);
+  EXPECT_EQ(before_answers(joined, std::vector<int32_t>(colon.end() - 3, colon.end())).second, 4);
 }
