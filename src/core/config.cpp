@@ -102,7 +102,10 @@ void read_train(recipe::Section s, TrainConfig& c) {
   c.warmup_ratio = s.get_double("warmup_ratio", c.warmup_ratio, 0, 1);
   c.max_grad_norm = s.get_double("max_grad_norm", c.max_grad_norm, 0, kInf);
   c.precision = s.get_choice("precision", c.precision, {"fp32", "bf16", "fp16"});
-  c.eval_every = s.get_int("eval_every", c.eval_every, 0, kMaxInt);
+  if (const recipe::Node* n = s.raw("eval_every"); n && n->kind == recipe::Node::Kind::Scalar && n->scalar == "epoch")
+    c.eval_every = kEvalEveryEpoch;
+  else
+    c.eval_every = s.get_int("eval_every", c.eval_every == kEvalEveryEpoch ? 0 : c.eval_every, 0, kMaxInt);
   c.log_every = s.get_int("log_every", c.log_every, 1, kMaxInt);
   c.threads = s.get_int("threads", c.threads, 0, 4096);
   c.memory_check = s.get_choice("memory_check", c.memory_check, {"refuse", "warn", "off"});
@@ -128,6 +131,9 @@ void read_checkpoint(recipe::Section s, CheckpointConfig& c) {
   if (c.resume != "auto" && c.resume != "none") c.resume = s.get_path("resume", c.resume);
   c.rewind = s.get_bool("rewind", c.rewind);
   c.export_adapter = s.get_bool("export_adapter", c.export_adapter);
+  c.keep_best = s.get_string("keep_best", c.keep_best);
+  const bool lower = c.keep_best == "loss" || c.keep_best == "perplexity";
+  c.best_mode = s.get_choice("best_mode", c.best_mode.empty() ? (lower ? "min" : "max") : c.best_mode, {"min", "max"});
   s.finish();
 }
 

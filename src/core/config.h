@@ -70,7 +70,7 @@ struct TrainConfig {
   double warmup_ratio = 0.0;               // used when warmup_steps is 0
   double max_grad_norm = 1.0;              // 0: no clipping
   std::string precision = "fp32";          // fp32 | bf16 | fp16 (autocast where the device has it)
-  int64_t eval_every = 0;                  // steps; 0: at the end only
+  int64_t eval_every = 0;                  // steps; 0: at the end only; kEvalEveryEpoch: `epoch`
   int64_t log_every = 10;
   int64_t threads = 0;                     // intra-op threads per rank; 0: from the core binding
   std::string memory_check = "refuse";     // refuse | warn | off: a run whose memory plan exceeds the device
@@ -87,6 +87,9 @@ struct DistConfig {
   double timeout_s = 120;
 };
 
+// train.eval_every: epoch, at the end of each pass over the training data.
+constexpr int64_t kEvalEveryEpoch = -1;
+
 struct CheckpointConfig {
   std::string run_dir;                     // default: checkpoints/<recipe name>
   int64_t every = 0;                       // steps; 0: only at the end and on SIGTERM/SIGUSR1
@@ -94,6 +97,8 @@ struct CheckpointConfig {
   std::string resume = "auto";             // auto | none | <path>
   bool rewind = false;                     // resume from an older checkpoint of this run: newer ones move aside
   bool export_adapter = true;              // write a PEFT adapter at the end
+  std::string keep_best;                   // an eval metric: the run ends on its best evaluation; "": the last
+  std::string best_mode;                   // min | max (default: min for loss and perplexity, else max)
 };
 
 struct LogConfig {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include <ATen/ATen.h>
@@ -22,6 +23,7 @@
 #include "train/optimizer.h"
 #include "train/schedule.h"
 #include "train/task.h"
+#include "core/files.h"
 #include "core/hash.h"
 
 #ifndef KILN_VERSION
@@ -304,6 +306,8 @@ void Retention::protect(const std::string& path) {
   if (!path.empty()) protected_.push_back(fs::weakly_canonical(path).string());
 }
 
+void Retention::set_best(const std::string& path) { best_ = path.empty() ? "" : fs::weakly_canonical(path).string(); }
+
 void Retention::written(const std::string& path) { good_.push_back(fs::weakly_canonical(path).string()); }
 
 void Retention::prune() {
@@ -326,11 +330,34 @@ void Retention::prune() {
         good_.push_back(path);
       }
       ++good;
-    } else if (!has(protected_, path)) {
+    } else if (!has(protected_, path) && path != best_) {
       std::error_code ec;
       fs::remove(path, ec);
     }
   }
+}
+
+std::optional<BestCheckpoint> read_best(const std::string& run_dir, const std::string& metric, const std::string& mode) {
+  const fs::path file = fs::path(run_dir) / "best.json";
+  if (!fs::exists(file)) return std::nullopt;
+  std::ifstream in(file);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.contains("step") || !j.contains("value") || !j.contains("checkpoint"))
+    input_error("{}: not a best-checkpoint record (remove it to start the comparison over)", file.string());
+  BestCheckpoint b{j.value("metric", ""), j.value("mode", ""), j["value"].get<double>(), j["step"].get<int64_t>(),
+                   j["checkpoint"].get<std::string>()};
+  // Another metric or direction than the recipe's: not comparable, so the run starts over.
+  if (b.metric != metric || b.mode != mode) return std::nullopt;
+  if (!fs::exists(b.path)) {
+    log::warn("{}: its checkpoint {} is gone; the best evaluation is looked for anew", file.string(), b.path);
+    return std::nullopt;
+  }
+  return b;
+}
+
+void write_best(const std::string& run_dir, const BestCheckpoint& b) {
+  nlohmann::json j{{"metric", b.metric}, {"mode", b.mode}, {"value", b.value}, {"step", b.step}, {"checkpoint", b.path}};
+  write_file_atomic((fs::path(run_dir) / "best.json").string(), j.dump(2) + "\n");
 }
 
 // ---- what a training checkpoint holds ----
@@ -522,7 +549,12 @@ std::string choose_resume(const Recipe& r, const std::string& run_dir, parallel:
   // Rank 0 chooses (reading every candidate once); the others follow, so all resume from one file.
   if (comm.rank() == 0) {
     try {
-      if (mode == "auto") {
+      if (mode == "auto" && !training && !r.checkpoint.keep_best.empty()) {
+        // Evaluation and export take the run's best checkpoint (checkpoint.keep_best).
+        auto best = read_best(run_dir, r.checkpoint.keep_best, r.checkpoint.best_mode);
+        chosen = best ? best->path : pick_newest_good(ckpt_dir, true);
+        if (best) read_checkpoint(chosen);
+      } else if (mode == "auto") {
         chosen = pick_newest_good(ckpt_dir, true);
       } else if (mode == "none") {
         // a fresh start

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,6 +69,7 @@ class Retention {
  public:
   Retention(std::string dir, int64_t keep) : dir_(std::move(dir)), keep_(keep) {}
   void protect(const std::string& path);  // never deleted (the checkpoint resumed from)
+  void set_best(const std::string& path);  // never deleted while it is the best (checkpoint.keep_best)
   void written(const std::string& path);  // written and fsynced by this process: good
   void prune();
 
@@ -75,7 +77,22 @@ class Retention {
   std::string dir_;
   int64_t keep_;
   std::vector<std::string> protected_, good_;
+  std::string best_;
 };
+
+// checkpoint.keep_best: the best evaluation of a run so far and its checkpoint, kept in
+// <run_dir>/best.json so that a resumed run compares against it and `kiln eval` / `kiln export`
+// take it.
+struct BestCheckpoint {
+  std::string metric, mode;  // mode: min | max
+  double value = 0;
+  int64_t step = -1;
+  std::string path;
+  bool better(double v) const { return step < 0 || (mode == "min" ? v < value : v > value); }
+};
+// The run's record when it exists, names this metric and mode and its checkpoint is still there.
+std::optional<BestCheckpoint> read_best(const std::string& run_dir, const std::string& metric, const std::string& mode);
+void write_best(const std::string& run_dir, const BestCheckpoint& b);  // atomically
 
 // The parts of a training run a checkpoint saves and restores (references into the trainer):
 // trainable weights (group `weights`), the optimizer's full state (`optimizer`), the task's extra

@@ -305,7 +305,13 @@ void Trainer::write_results(const FitResult& res, double secs, int64_t resumed_f
   j["tokens_seen"] = tokens_seen_;
   j["train_seconds"] = secs;  // of this process: a resumed run counts from its resume
   j["resumed_from"] = resumed_from;
+  if (res.best_step >= 0)
+    j["best"] = {{"metric", recipe_.checkpoint.keep_best}, {"step", res.best_step}, {"checkpoint", res.best_checkpoint}};
   std::string table = results_table(res.eval, secs, resumed_from);
+  if (res.best_step >= 0 && res.best_step != step_)
+    table += fmt::format("The figures are those of step {}, the best `{}` of the run's evaluations "
+                         "(checkpoint.keep_best; {}).\n\n",
+                         res.best_step, recipe_.checkpoint.keep_best, res.best_checkpoint);
   if (!res.eval.empty()) {
     std::string more = task_.write_results(records_, run_dir_);
     if (!more.empty()) table += "\n" + more;
@@ -340,6 +346,17 @@ FitResult Trainer::fit() {
       // Rerunning a finished command: evaluate what is there and rewrite nothing, so results.md
       // keeps the training run's own figures.
       log::info("the run in {} is already complete: evaluating its last checkpoint; nothing is rewritten", run_dir_);
+      if (auto b = recipe_.checkpoint.keep_best.empty()
+                       ? std::nullopt
+                       : read_best(run_dir_, recipe_.checkpoint.keep_best, recipe_.checkpoint.best_mode);
+          b && b->step != step_) {
+        const int64_t last = step_;
+        log::info("checkpoint.keep_best: the run ended on step {} ({} {:.6g}): evaluating {}", b->step, b->metric,
+                  b->value, b->path);
+        load_checkpoint(b->path, /*weights_only=*/true);
+        step_ = last;
+        res.best_step = b->step, res.best_checkpoint = b->path;
+      }
       res.eval = evaluate();
       res.already_complete = true;
       res.step = step_;
@@ -369,6 +386,36 @@ FitResult Trainer::fit() {
     res.last_checkpoint = (fs::path(ckpt_dir_) / checkpoint_name(step_)).string();
     save_checkpoint(res.last_checkpoint);
     last_saved = step_;
+  };
+  const int64_t eval_every = t.eval_every == kEvalEveryEpoch ? sampler_->batches_per_epoch() : t.eval_every;
+  // checkpoint.keep_best: every evaluation that beats the best so far (of this run, resumes
+  // included: best.json) is saved and kept; the run ends on the best one's weights.
+  const CheckpointConfig& cc = recipe_.checkpoint;
+  std::optional<BestCheckpoint> best;
+  if (!cc.keep_best.empty()) {
+    best = read_best(run_dir_, cc.keep_best, cc.best_mode);
+    if (best && world_.is_root()) retention_->set_best(best->path);
+    if (eval_every <= 0)
+      log::warn("checkpoint.keep_best is set but train.eval_every is 0: the only evaluation is the last, so the run "
+                "ends on the last step");
+  }
+  auto consider = [&](const std::map<std::string, double>& m) {
+    if (cc.keep_best.empty() || m.empty()) return;
+    auto it = m.find(cc.keep_best);
+    if (it == m.end()) {
+      std::vector<std::string> names;
+      for (const auto& [k, v] : m) names.push_back(k);
+      input_error("{}: key `checkpoint.keep_best`: the evaluation gives no metric `{}` (it gives: {})", recipe_.file,
+                  cc.keep_best, fmt::join(names, ", "));
+    }
+    if (best && !best->better(it->second)) return;
+    if (last_saved != step_) save();
+    best = BestCheckpoint{cc.keep_best, cc.best_mode, it->second, step_, res.last_checkpoint};
+    if (world_.is_root()) {
+      retention_->set_best(best->path);
+      write_best(run_dir_, *best);
+    }
+    log::info("best {} so far: {:.6g} at step {} ({})", cc.keep_best, it->second, step_, best->path);
   };
   auto log_eval = [&](const std::map<std::string, double>& m) {
     if (m.empty()) return;
@@ -400,12 +447,29 @@ FitResult Trainer::fit() {
       res.step = step_;
       return res;
     }
-    if (t.eval_every > 0 && step_ % t.eval_every == 0 && step_ < total_steps_) log_eval(res.eval = evaluate());
-    if (recipe_.checkpoint.every > 0 && step_ % recipe_.checkpoint.every == 0 && step_ < total_steps_) save();
+    if (eval_every > 0 && step_ % eval_every == 0 && step_ < total_steps_) {
+      log_eval(res.eval = evaluate());
+      consider(res.eval);
+    }
+    if (recipe_.checkpoint.every > 0 && step_ % recipe_.checkpoint.every == 0 && step_ < total_steps_ &&
+        last_saved != step_)
+      save();
   }
   progress.break_line();
   log_eval(res.eval = evaluate());
+  consider(res.eval);
   if (last_saved != step_) save();
+  if (best && best->step != step_) {
+    // The weights of the best evaluation go back into the model, so that the results and the
+    // adapter exported after training are the best step's (the HF Trainer's load_best_model_at_end).
+    const int64_t last = step_;
+    load_checkpoint(best->path, /*weights_only=*/true);
+    res.eval = evaluate();
+    log::info("checkpoint.keep_best: ending on step {} of {} (best {} {:.6g}; re-evaluated:{})", best->step, last,
+              best->metric, best->value, metrics_line(res.eval));
+    step_ = last;
+  }
+  if (best) res.best_step = best->step, res.best_checkpoint = best->path;
   if (world_.is_root())
     write_results(res, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
                   res.resumed_from);

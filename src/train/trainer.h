@@ -37,6 +37,8 @@ struct FitResult {
   std::vector<double> losses;             // training loss of each step this process ran
   std::map<std::string, double> eval;     // the last evaluation (empty if none)
   std::string last_checkpoint;
+  int64_t best_step = -1;                 // checkpoint.keep_best: the step whose weights the run ended on
+  std::string best_checkpoint;
 };
 
 // The run directory (docs/train.md): recipe.yaml, metrics.jsonl, tb/, checkpoints/, adapter/, results.json.

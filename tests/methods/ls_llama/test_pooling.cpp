@@ -216,15 +216,22 @@ TEST(PaperRecipes, OfficialSettings) {
     EXPECT_DOUBLE_EQ(un.train.lr, 1e-4) << ds;
     EXPECT_DOUBLE_EQ(un.train.epochs, 20) << ds;
     EXPECT_EQ(task(un, "head_dropout"), "0.0") << ds;
+    EXPECT_EQ(un.train.eval_every, kiln::kEvalEveryEpoch) << ds;
+    EXPECT_EQ(un.checkpoint.keep_best, "loss") << ds;  // load_best_model_at_end=True
+    EXPECT_EQ(un.checkpoint.best_mode, "min") << ds;
     kiln::Recipe ls = kiln::read_recipe(dir + ds + ".yaml", {});
     EXPECT_EQ(task(ls, "pads"), "(unset)") << ds;  // LS-LLaMA keeps transformers' padding mask
     EXPECT_EQ(task(ls, "head_dropout"), "0.0") << ds;
+    EXPECT_EQ(ls.train.eval_every, kiln::kEvalEveryEpoch) << ds;
+    EXPECT_EQ(ls.checkpoint.keep_best, "") << ds;  // llama_seq_clf.py: load_best_model_at_end=False
   }
   kiln::Recipe sst5 = kiln::read_recipe(dir + "sst5.yaml", {});
   EXPECT_NE(sst5.data.eval.find("setfit/test.jsonl"), std::string::npos) << sst5.data.eval;
   for (const char* ner : {"conll2003", "conll2003_unllama"}) {
     kiln::Recipe r = kiln::read_recipe(dir + ner + ".yaml", {});
     EXPECT_EQ(task(r, "head_dropout"), "0.1") << ner;
+    EXPECT_EQ(r.checkpoint.keep_best, "loss") << ner;  // both token scripts keep the best epoch
+    EXPECT_EQ(r.train.eval_every, kiln::kEvalEveryEpoch) << ner;
   }
   EXPECT_EQ(task(kiln::read_recipe(dir + "conll2003_unllama.yaml", {}), "pads"), "attended");
 }
