@@ -136,6 +136,55 @@ std::vector<data::Record> read_prm800k(const std::string& path, data::ReadStats*
   return bags;
 }
 
+std::vector<data::Record> prm800k_raw_bags(const std::vector<std::string>& lines, const std::string& where) {
+  std::vector<data::Record> bags;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
+    json j = json::parse(lines[i], nullptr, false);
+    const json* problem = nullptr;
+    const json* steps = nullptr;
+    if (!j.is_discarded() && j.is_object() && j.contains("question") && j["question"].is_object() &&
+        j["question"].contains("problem") && j["question"]["problem"].is_string())
+      problem = &j["question"]["problem"];
+    if (!j.is_discarded() && j.is_object() && j.contains("label") && j["label"].is_object() &&
+        j["label"].contains("steps") && j["label"]["steps"].is_array())
+      steps = &j["label"]["steps"];
+    if (!problem || !steps)
+      input_error("{}:{}: not a PRM800K record (question.problem: string, label.steps: list), as openai/prm800k's "
+                  "phase*_*.jsonl hold them",
+                  where, i + 1);
+    data::Record r;
+    r.text = problem->get<std::string>();
+    bool good = true;
+    for (const json& step : *steps) {
+      // The official preparation's test, in its order: completions, the first one, its text, its rating.
+      if (!step.is_object() || !step.contains("completions") || !step["completions"].is_array() ||
+          step["completions"].empty())
+        continue;
+      const json& first = step["completions"][0];
+      if (!first.is_object() || !first.contains("text") || !first["text"].is_string() || !first.contains("rating") ||
+          !first["rating"].is_number())
+        continue;
+      const bool bad = first["rating"].get<double>() == -1.0;
+      r.words.push_back(first["text"].get<std::string>());
+      r.tags.push_back(label_of(!bad));
+      good = good && !bad;
+    }
+    if (r.words.empty()) continue;  // no rated first completion: the official code makes no bag either
+    r.label = label_of(good);
+    r.file = where;
+    r.line = int64_t(i + 1);
+    bags.push_back(std::move(r));
+  }
+  return bags;
+}
+
+std::vector<data::Record> read_prm800k_raw(const std::string& path, data::ReadStats* stats) {
+  auto bags = prm800k_raw_bags(read_lines(path), path);
+  if (stats) stats->records = int64_t(bags.size());
+  return bags;
+}
+
 std::vector<data::Record> read_wikiqa(const std::string& path, data::ReadStats* stats) {
   std::vector<std::string> lines = read_lines(path);
   std::vector<data::Record> bags;
@@ -225,15 +274,18 @@ class BagEncoder : public data::Encoder {
   // "v2": repeated PRM800K paths are one bag (stores made before are remade).
   std::string settings() const override { return fmt::format("v2 holdout={}", holdout_); }
   void check(const DataConfig& c) const override {
-    if (c.format != "prm800k" && c.format != "wikiqa" && c.format != "bags")
-      input_error("key `data.format`: method fractal reads prm800k, wikiqa or bags (JSON lines), not `{}`", c.format);
+    if (c.format != "prm800k" && c.format != "prm800k_raw" && c.format != "wikiqa" && c.format != "bags")
+      input_error("key `data.format`: method fractal reads prm800k, prm800k_raw, wikiqa or bags (JSON lines), not `{}`",
+                  c.format);
     if (c.kind != "auto" && c.kind != "bags")
       input_error("key `data.kind`: method fractal makes `bags` stores (or `auto`), not `{}`", c.kind);
   }
   std::vector<data::Record> read(const DataConfig& c, const std::string& split, const std::string& path,
                                  data::ReadStats* stats) const override {
-    std::vector<data::Record> bags =
-        c.format == "prm800k" ? read_prm800k(path) : c.format == "wikiqa" ? read_wikiqa(path) : read_bags(path);
+    std::vector<data::Record> bags = c.format == "prm800k"       ? read_prm800k(path)
+                                     : c.format == "prm800k_raw" ? read_prm800k_raw(path)
+                                     : c.format == "wikiqa"      ? read_wikiqa(path)
+                                                                 : read_bags(path);
     if (holdout_ > 0) bags = hold_out(std::move(bags), holdout_, split == "eval");
     if (stats) stats->records = int64_t(bags.size());
     return bags;

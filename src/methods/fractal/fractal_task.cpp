@@ -81,7 +81,9 @@ std::unique_ptr<data::Encoder> FractalTask::encoder(const Recipe& r) const { ret
 
 void FractalTask::build(Recipe& r, parallel::World& world, parallel::Communicator& comm) {
   recipe::Section task = recipe::Section::root(r.tree).sub("task");
-  std::string def_agg = r.data.format == "prm800k" ? "min" : r.data.format == "wikiqa" ? "max" : "";
+  std::string def_agg = r.data.format == "prm800k" || r.data.format == "prm800k_raw" ? "min"
+                        : r.data.format == "wikiqa"                                   ? "max"
+                                                                                      : "";
   std::string agg = def_agg.empty() ? task.get_choice("aggregation", "", {"max", "min", "avg"})
                                     : task.get_choice("aggregation", def_agg, {"max", "min", "avg"});
   if (agg.empty())

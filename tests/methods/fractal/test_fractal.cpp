@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "methods/fractal/bags.h"
 #include "methods/fractal/losses.h"
@@ -188,6 +190,61 @@ TEST(FractalData, Prm800kRepeatedPathsAndBadRows) {
     ADD_FAILURE() << "no error";
   } catch (const kiln::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("rows:2: not a PRM800K stepwise-critic row"), std::string::npos) << e.what();
+  }
+}
+
+// Issue 32, point 7: PRM800K in openai/prm800k's own layout, bagged as the official preparation
+// does. The expected values are official_prm800k_bags.py's output on the same files (the official
+// process_data.py loop).
+TEST(FractalData, Prm800kRawAsTheOfficialPreparation) {
+  // The raw examples are pretty-printed JSON objects one after another: one line each here.
+  std::vector<std::string> lines;
+  for (const char* f : {"prm800k-phase1-train-example.json", "prm800k-phase2-train-example.jsonl"}) {
+    std::ifstream in(kData + "prm800k/raw_examples/" + f);
+    ASSERT_TRUE(in) << f;
+    for (nlohmann::json j; in >> std::ws && in.peek() != EOF;) {
+      in >> j;
+      lines.push_back(j.dump());
+    }
+  }
+  ASSERT_EQ(lines.size(), 12u);
+  auto bags = prm800k_raw_bags(lines, "examples");
+  const std::vector<size_t> steps = {6, 29, 6, 7, 19, 3, 2, 3, 11, 2, 26, 3};
+  ASSERT_EQ(bags.size(), steps.size());
+  for (size_t i = 0; i < bags.size(); ++i) {
+    EXPECT_EQ(bags[i].words.size(), steps[i]) << i;
+    EXPECT_EQ(bags[i].tags.size(), steps[i]) << i;
+    EXPECT_EQ(bags[i].label, "0") << i;  // every example has a step rated -1
+    EXPECT_EQ(bags[i].line, int64_t(i + 1)) << i;
+  }
+  // Ratings 1, -1, 1, 1, 1, 0: only -1 is bad; the problem is the context.
+  EXPECT_EQ(bags[0].tags, (std::vector<std::string>{"1", "0", "1", "1", "1", "1"}));
+  EXPECT_NE(bags[0].text.find("Three pencils and a jumbo eraser"), std::string::npos) << bags[0].text.substr(0, 80);
+  // The 30-step solution: one step's first completion has no rating, so 29 sentences.
+  nlohmann::json second = nlohmann::json::parse(lines[1]);
+  EXPECT_EQ(second["label"]["steps"].size(), 30u);
+
+  // Made-up records: a good solution (a neutral step is good), steps the official test skips (no
+  // completions, a null first completion, a null rating), one with no rated step (no bag).
+  const std::string good =
+      R"({"question": {"problem": "p1"}, "label": {"steps": [)"
+      R"({"completions": [{"text": "a", "rating": 1}, {"text": "x", "rating": -1}]},)"
+      R"({"completions": null, "human_completion": {"text": "h"}},)"
+      R"({"completions": [null]},)"
+      R"({"completions": [{"text": "b", "rating": null}]},)"
+      R"({"completions": [{"text": "c", "rating": 0}]}]}})";
+  const std::string none = R"({"question": {"problem": "p2"}, "label": {"steps": [{"completions": null}]}})";
+  bags = prm800k_raw_bags({good, "", none}, "made");
+  ASSERT_EQ(bags.size(), 1u);
+  EXPECT_EQ(bags[0].text, "p1");
+  EXPECT_EQ(bags[0].words, (std::vector<std::string>{"a", "c"}));  // the first completion only
+  EXPECT_EQ(bags[0].tags, (std::vector<std::string>{"1", "1"}));
+  EXPECT_EQ(bags[0].label, "1");
+  try {
+    prm800k_raw_bags({good, R"({"question": {"problem": 3}, "label": {"steps": []}})"}, "made");
+    ADD_FAILURE() << "no error";
+  } catch (const kiln::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("made:2: not a PRM800K record"), std::string::npos) << e.what();
   }
 }
 
