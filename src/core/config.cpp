@@ -108,6 +108,11 @@ void read_train(recipe::Section s, TrainConfig& c) {
     c.eval_every = s.get_int("eval_every", c.eval_every == kEvalEveryEpoch ? 0 : c.eval_every, 0, kMaxInt);
   c.log_every = s.get_int("log_every", c.log_every, 1, kMaxInt);
   c.threads = s.get_int("threads", c.threads, 0, 4096);
+  // auto (the default), or rows of logits per chunk of the LM loss; 0: the whole batch at once.
+  if (s.get_string("lm_head_chunk", "auto") == "auto")
+    c.lm_head_chunk = -1;
+  else
+    c.lm_head_chunk = s.get_int("lm_head_chunk", 0, 0, kMaxInt);
   c.memory_check = s.get_choice("memory_check", c.memory_check, {"refuse", "warn", "off"});
   if (c.max_steps == 0 && c.epochs == 0)
     input_error("{}: keys `train.max_steps` and `train.epochs` are both 0: set one of them", s.where("epochs"));

@@ -73,6 +73,7 @@ struct TrainConfig {
   int64_t eval_every = 0;                  // steps; 0: at the end only; kEvalEveryEpoch: `epoch`
   int64_t log_every = 10;
   int64_t threads = 0;                     // intra-op threads per rank; 0: from the core binding
+  int64_t lm_head_chunk = -1;              // LM-loss rows per chunk of logits; -1: auto (about 64 MiB); 0: all at once
   std::string memory_check = "refuse";     // refuse | warn | off: a run whose memory plan exceeds the device
 };
 

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "model/autocast_state.h"
 
 namespace kiln::model {
 
@@ -189,24 +190,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 
-// The autocast switches were renamed in 2.4 (the old ones are deprecated, then gone).
-bool autocast_enabled(c10::DeviceType t) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(t);
-#else
-  return t == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
-#endif
-}
-void set_autocast_enabled(c10::DeviceType t, bool on) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  at::autocast::set_autocast_enabled(t, on);
-#else
-  if (t == c10::DeviceType::CPU)
-    at::autocast::set_cpu_enabled(on);
-  else
-    at::autocast::set_enabled(on);
-#endif
-}
 using torch::autograd::variable_list;
 
 std::vector<at::Tensor> trainable_params(torch::nn::Module& m) {

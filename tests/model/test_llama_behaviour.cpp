@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "model/hf_io.h"
 #include "model/lora.h"
+#include "random_model.h"
 
 using namespace kiln::model;
 
@@ -15,17 +16,7 @@ const std::string kHf = std::string(KILN_SHARED_DIR) + "/models/stories260K/hf";
 
 double maxdiff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
-Llama random_model(bool tied = false) {
-  LlamaConfig c = LlamaConfig::from_json_text(
-      R"({"model_type":"llama","vocab_size":300,"hidden_size":48,"intermediate_size":96,"num_hidden_layers":3,
-          "num_attention_heads":6,"num_key_value_heads":2,"rms_norm_eps":1e-5,"rope_theta":10000.0,
-          "tie_word_embeddings":)" + std::string(tied ? "true" : "false") + "}",
-      "test-config");
-  at::manual_seed(3);
-  Llama m(c);
-  m->init_weights(0.1);
-  return m;
-}
+using kiln_test::random_model;
 
 // LoRA with B randomised: at PEFT's init B = 0 and the adapter changes nothing, so tests that
 // compare adapted paths could not fail.

@@ -17,6 +17,7 @@
 #include "parallel/world.h"
 #include "methods/registry.h"
 #include "model/hf_io.h"
+#include "model/lm_loss.h"
 #include "model/lora.h"
 
 namespace kiln::methods {
@@ -151,6 +152,7 @@ void LmTask::build_model_and_stores(Recipe& r, parallel::World& world, parallel:
     input_error("{}: method lm trains a causal language model; model.attention must be causal, not `{}`", r.file,
                 r.model.attention);
   device_ = world.device();
+  lm_head_chunk_ = r.train.lm_head_chunk;
   model_ = model::load_pretrained(r.model, device_);
   model::apply_lora(model_, r.lora, r.model.freeze);
 
@@ -172,14 +174,12 @@ int64_t LmTask::targets(const data::Batch& b) const {
 LossSum LmTask::forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row) {
   const int64_t T = b["input_ids"].size(1);
   at::Tensor hidden = model_->hidden_states(b["input_ids"], b["attention_mask"]);
-  at::Tensor logits = model_->logits(hidden.narrow(1, 0, T - 1)).to(at::kFloat);  // [B, T-1, V]
-  at::Tensor labels = b["labels"].narrow(1, 1, T - 1);
-  at::Tensor sum = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), {},
-                                          at::Reduction::Sum, data::kIgnore);
-  at::Tensor mask = labels.ne(data::kIgnore);
-  if (correct_per_row) *correct_per_row = (logits.argmax(-1).eq(labels) & mask).sum(1).to(at::kCPU);
-  if (targets_per_row) *targets_per_row = mask.sum(1).to(at::kCPU);
-  return {sum, mask.sum().item<int64_t>()};
+  const int64_t chunk = lm_head_chunk_ < 0 ? model::auto_chunk_rows(model_->config().vocab_size) : lm_head_chunk_;
+  model::LmLoss l = model::lm_loss(model_, hidden.narrow(1, 0, T - 1), b["labels"].narrow(1, 1, T - 1), data::kIgnore,
+                                   chunk, correct_per_row != nullptr || targets_per_row != nullptr);
+  if (correct_per_row) *correct_per_row = l.correct_per_row;
+  if (targets_per_row) *targets_per_row = l.targets_per_row;
+  return {l.sum, l.targets};
 }
 
 LossSum LmTask::loss(const data::Batch& b) {

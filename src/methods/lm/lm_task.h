@@ -76,6 +76,7 @@ class LmTask : public train::StoreTask {
   LossSum forward(const data::Batch& b, at::Tensor* correct_per_row, at::Tensor* targets_per_row);
 
   model::Llama model_{nullptr};
+  int64_t lm_head_chunk_ = -1;  // train.lm_head_chunk
   // The chat format of a run on conversations (set by build()): a merged export's chat template.
   std::optional<data::ChatFormat> trained_chat_;
 };
