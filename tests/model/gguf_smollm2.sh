@@ -67,6 +67,8 @@ pre = bytes(f["tokenizer.ggml.pre"].parts[-1]).decode()
 assert pre == "smollm", pre
 print(f"GGUF export: {len(r.tensors)} tensors, pre {pre}, chat template {len(template)} chars")
 PY
+# The same float64 rule as above: after training, the 235-token prompt measured 1.56e-4 between
+# kiln and transformers, float32 noise of both (the imported model's own is 1.16e-4 there).
 "$py" "$src/tests/model/gguf_parity.py" --kiln "$KILN_BIN" --gguf "$w/g32/model-f32.gguf" --folder "$w/merged" \
-  --texts "$w/texts.txt" --tol 1e-4 --work "$w"
+  --texts "$w/texts.txt" --tol 1e-4 --f64-folder "$w/merged" --work "$w"
 echo "PASS"
