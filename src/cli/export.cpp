@@ -2,8 +2,10 @@
 // trained checkpoint in Hugging Face form: a PEFT adapter folder (adapter_config.json +
 // adapter_model.safetensors, plus the method's heads), or with --merged the LoRA-merged model as
 // safetensors with its config.json, or with --gguf TYPE the merged causal LM as one GGUF file for
-// llama.cpp (DIR/model-TYPE.gguf, with the tokenizer and chat template). Rank 0 writes; an
-// existing non-empty DIR is refused so that nothing already exported is overwritten.
+// llama.cpp (DIR/model-TYPE.gguf, with the tokenizer and chat template). An adapter or merged folder
+// holds a README.md saying how to load it in Python, or that transformers and peft cannot reproduce
+// it (also said in one log line). Rank 0 writes; an existing non-empty DIR is refused so that
+// nothing already exported is overwritten.
 #include <cctype>
 #include <filesystem>
 
@@ -14,6 +16,7 @@
 #include "core/log.h"
 #include "model/gguf_model.h"
 #include "parallel/world.h"
+#include "train/export_readme.h"
 #include "train/task.h"
 #include "train/trainer.h"
 
@@ -51,10 +54,12 @@ int run_export() {
         for (auto& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
         model::export_gguf(hf, (fs::path(tmp) / ("model-" + name + ".gguf")).string(), uint32_t(gguf_type));
         fs::remove_all(hf);
-      } else if (g_merged) {
-        s.task->export_merged(tmp);
       } else {
-        s.task->export_adapter(tmp);
+        if (g_merged)
+          s.task->export_merged(tmp);
+        else
+          s.task->export_adapter(tmp);
+        train::write_export_readme(tmp, {g_out, g_merged}, s.recipe, *s.task, trainer.step(), trainer.run_dir());
       }
     });
     log::info("{} of {} (step {}) written to {}", gguf_type >= 0 ? "GGUF model" : g_merged ? "merged model" : "adapter",

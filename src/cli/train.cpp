@@ -13,6 +13,7 @@
 #include "cli/train_session.h"
 #include "methods/registry.h"
 #include "train/checkpoint.h"
+#include "train/export_readme.h"
 #include "train/phases.h"
 #include "train/memory_plan.h"
 #include "train/signals.h"
@@ -105,7 +106,10 @@ int run_train(const RecipeArgs& args) {
     // Complete or absent, so that a rerun after a failed export writes it again. An adapter left by
     // an earlier run in this directory is renamed, not overwritten.
     if (std::filesystem::exists(dir)) log::warn("{} existed: kept as {}", dir, train::move_aside(dir, "old"));
-    write_dir_atomic(dir, [&](const std::string& tmp) { s.task->export_adapter(tmp); });
+    write_dir_atomic(dir, [&](const std::string& tmp) {
+      s.task->export_adapter(tmp);
+      train::write_export_readme(tmp, {dir, false}, s.recipe, *s.task, res.step, run_dir);
+    });
     log::info("adapter written to {}", dir);
   }
   if (!res.eval.empty()) {

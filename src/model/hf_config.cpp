@@ -101,6 +101,14 @@ LlamaConfig LlamaConfig::from_json_text(const std::string& text, const std::stri
   c.raw_json = text;
   Reader r{j, source, ""};
   r.string("model_type", c.model_type);
+  if (c.model_type == "kiln_llama") {
+    // A merged ls_llama export that names kiln's own Python classes (methods/ls_llama/hf_code.h):
+    // a LLaMA whose head kiln reads apart. What named those classes is dropped, so that a later
+    // export describes what it holds itself.
+    c.model_type = "llama";
+    for (const char* k : {"auto_map", "architectures", "kiln_pooling", "kiln_attention", "kiln_pads"}) j.erase(k);
+    c.raw_json = j.dump();
+  }
   if (c.model_type != "llama" && c.model_type != "mistral")
     input_error("{}: field `model_type` is \"{}\"; kiln runs LLaMA-architecture models (llama, mistral)", source,
                 c.model_type);

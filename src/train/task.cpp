@@ -16,6 +16,10 @@ void Task::export_adapter(const std::string&) {
 
 void Task::export_merged(const std::string&) { input_error("this method cannot export merged weights"); }
 
+ExportUse Task::export_use(const ExportTarget&) const {
+  return {"", false, "", "no transformers or peft class computes this method's outputs"};
+}
+
 int64_t Task::tokens(const data::Batch& batch) const {
   return batch.has("attention_mask") ? batch.at("attention_mask").sum().item<int64_t>() : 0;
 }

@@ -44,6 +44,26 @@ namespace kiln::train {
 
 enum class Split { train, eval };
 
+// An export as its users will find it: the folder's final path (it is written under a temporary
+// name first) and its form.
+struct ExportTarget {
+  std::string folder;
+  bool merged = false;  // false: a PEFT adapter
+};
+
+// How the Python tools users check kiln against (transformers, peft) reproduce an export, for its
+// README.md (train/export_readme.h): the lines that load it, or why they cannot.
+struct ExportUse {
+  // Runnable Python that defines `model` from the variables `base` (the base model folder) and
+  // `folder` (the export), given before it.
+  std::string python;
+  // The README then adds a `tokenizer` and a function that gives kiln's ids for the recipe's
+  // records (encode(text, pair=None) for tsv/csv/sst/jsonl, encode_words(words) for CoNLL).
+  bool encode = false;
+  std::string example;         // after those: a short use of `model`
+  std::string unreproducible;  // one line; non-empty: transformers and peft do not give kiln's outputs
+};
+
 struct LossSum {
   at::Tensor sum;       // scalar, the sum of per-target losses (requires grad in training)
   int64_t targets = 0;  // tokens for token-level losses, examples for classification
@@ -115,6 +135,9 @@ class Task {
   // method cannot export that form.
   virtual void export_adapter(const std::string& dir);
   virtual void export_merged(const std::string& dir);
+  // How an export of this method is used outside kiln. Default: not reproducible (a method says
+  // otherwise only with the lines that do it, checked by a test).
+  virtual ExportUse export_use(const ExportTarget& target) const;
   // Tokens processed by a micro-batch, for tokens/s in the progress line (default: attention mask sum).
   virtual int64_t tokens(const data::Batch& batch) const;
 };

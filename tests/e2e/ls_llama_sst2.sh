@@ -41,7 +41,10 @@ grep -q "never overwrites" "$work/exp.err" || { cat "$work/exp.err"; fail "expor
 "$KILN_BIN" export "$recipe" "${short[@]}" checkpoint.run_dir="$work/np2" --merged --out "$work/merged" 2> "$work/exp.log" ||
   { cat "$work/exp.log"; fail "merged export"; }
 [[ -s $work/merged/config.json && -s $work/merged/model.safetensors ]] || fail "merged export is missing files"
-grep -q '"LlamaForSequenceClassification"' "$work/merged/config.json" || fail "merged config.json: no classification architecture"
+# Mean pooling is not transformers' own: the folder names kiln's class and carries its code.
+grep -q '"KilnLlamaForSequenceClassification"' "$work/merged/config.json" || fail "merged config.json: not kiln's class"
+[[ -s $work/merged/modeling_kiln_llama.py && -s $work/merged/README.md && -s $work/np2/adapter/README.md ]] ||
+  fail "an export lacks modeling_kiln_llama.py or README.md"
 # The merged folder as the model (its head included), without LoRA: the same predictions.
 "$KILN_BIN" eval "$recipe" "${short[@]}" checkpoint.run_dir="$work/fresh" --base model.path="$work/merged" lora.enabled=false \
   > "$work/eval_merged.json" 2> "$work/eval_merged.log" || { cat "$work/eval_merged.log"; fail "eval of the merged model"; }

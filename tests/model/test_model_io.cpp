@@ -122,6 +122,22 @@ TEST(ModelConfig, RopeScaling) {
   }
 }
 
+TEST(ModelConfig, KilnClassifierFolderReadsAsLlama) {
+  // A merged ls_llama export that names kiln's own Python classes (methods/ls_llama/hf_code.h).
+  auto c = LlamaConfig::from_json_text(
+      R"({"model_type":"kiln_llama","architectures":["KilnLlamaForSequenceClassification"],
+          "auto_map":{"AutoConfig":"modeling_kiln_llama.KilnLlamaConfig"},"kiln_pooling":"mean",
+          "kiln_attention":"causal","kiln_pads":"masked","num_labels":2,"vocab_size":10,"hidden_size":8,
+          "intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2})",
+      "x/config.json");
+  EXPECT_EQ(c.model_type, "llama");
+  // What named kiln's classes does not follow the weights into a later export.
+  auto j = nlohmann::json::parse(c.to_json_text());
+  EXPECT_EQ(j["model_type"], "llama");
+  EXPECT_EQ(j["architectures"], nlohmann::json::array({"LlamaForCausalLM"}));
+  for (const char* k : {"auto_map", "kiln_pooling", "kiln_attention", "kiln_pads"}) EXPECT_FALSE(j.contains(k)) << k;
+}
+
 TEST(ModelLoad, MissingFilesAreInputErrors) {
   TempDir d;
   std::string e = error_of([&] { load_pretrained(d.str()); });

@@ -264,6 +264,12 @@ void FractalTask::export_adapter(const std::string& dir) {
   model::export_adapter(model_, dir, o);
 }
 
+train::ExportUse FractalTask::export_use(const train::ExportTarget&) const {
+  return {"", false, "",
+          "the sentence scorer (an MLP over pooled [context; sentence] states) has no transformers class; peft gives "
+          "the encoder's hidden states only"};
+}
+
 void FractalTask::begin_phase(const std::string& name, parallel::Communicator&) {
   if (name == "fractal") {
     // The scorer of the phase before (trained, or loaded from its last checkpoint) labels every

@@ -62,6 +62,7 @@ class FractalTask : public train::StoreTask {
   std::string main_metric() const override { return "sentence_auc"; }
   // With lora.enabled: the encoder's LoRA (PEFT FEATURE_EXTRACTION) with the scorer beside it.
   void export_adapter(const std::string& dir) override;
+  train::ExportUse export_use(const train::ExportTarget& target) const override;
   int64_t tokens(const data::Batch& batch) const override;  // sentences
 
   // Sentence logits [B, S] of a collated batch.

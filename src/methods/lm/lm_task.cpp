@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -231,6 +232,58 @@ void LmTask::export_merged(const std::string& dir) {
   nlohmann::json j = std::filesystem::exists(path) ? nlohmann::json::parse(read_file(path)) : nlohmann::json::object();
   j["chat_template"] = data::chat_template_jinja(*trained_chat_, model::load_tokenizer(model::model_dir(model_)));
   write_file_atomic(path, j.dump(2) + "\n");
+}
+
+train::ExportUse LmTask::export_use(const train::ExportTarget& t) const {
+  const std::string dir = model::model_dir(model_);
+  const data::Tokenizer tok = model::load_tokenizer(dir);
+  std::vector<int64_t> stops = model_->config().eos_token_ids;
+  train::ExportUse use;
+  use.python = "import torch\n";
+  if (!t.merged) use.python += "from peft import PeftModel\n";
+  use.python += "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n";
+  use.python += t.merged ? "model = AutoModelForCausalLM.from_pretrained(folder).eval()\n"
+                         : "model = AutoModelForCausalLM.from_pretrained(base)\n"
+                           "model = PeftModel.from_pretrained(model, folder).eval()\n";
+  use.python += std::string("tokenizer = AutoTokenizer.from_pretrained(") + (t.merged ? "folder" : "base") + ")\n";
+  const std::string prompt = nlohmann::json("Once upon a time").dump();
+  // The kiln generate command that gives the same tokens.
+  const std::string model_args = t.merged ? t.folder : dir + " --adapter " + t.folder;
+  std::string kiln_line;
+  if (trained_chat_) {
+    const data::ChatFormat& chat = *trained_chat_;
+    const int32_t end = data::turn_end_id(chat, tok, data::special_strings(tok, dir));
+    if (end >= 0 && std::find(stops.begin(), stops.end(), int64_t(end)) == stops.end()) stops.push_back(end);
+    // The run's conversation format: the merged folder's chat template; an adapter's base folder
+    // has another (or none), so the lines pass the same template themselves.
+    std::string templ_arg;
+    if (!t.merged) {
+      use.python += "# The run's conversation format (" + chat.name + ") as a chat template.\n";
+      use.python += "template = " + nlohmann::json(data::chat_template_jinja(chat, tok)).dump() + "\n";
+      templ_arg = ", chat_template=template";
+    }
+    use.example = "messages = [{\"role\": \"user\", \"content\": " + prompt + "}]\n";
+    use.example += "ids = tokenizer.apply_chat_template(messages" + templ_arg +
+                   ", add_generation_prompt=True, tokenize=True, return_dict=True)[\"input_ids\"]\n";
+    // A format given as a map has no name kiln generate knows.
+    if (chat.name != "custom")
+      kiln_line = fmt::format("kiln generate {} --chat --chat-format {}{} --prompt {}", model_args, chat.name,
+                              chat.system_prompt.empty() ? "" : " --system " + nlohmann::json(chat.system_prompt).dump(),
+                              prompt);
+  } else {
+    const bool bos = tok.adds_bos() && tok.bos_id() >= 0;
+    use.example = fmt::format("ids = {}tokenizer({}, add_special_tokens=False)[\"input_ids\"]\n",
+                              bos ? fmt::format("[{}] + ", tok.bos_id()) : "", prompt);
+    kiln_line = fmt::format("kiln generate {} --prompt {}", model_args, prompt);
+  }
+  use.example += "with torch.no_grad():\n";
+  use.example += fmt::format(
+      "    out = model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False, eos_token_id={})\n",
+      nlohmann::json(stops).dump());
+  use.example += "new = out[0, len(ids):].tolist()  # greedy, ending with the stop token if one came\n";
+  use.example += "print(tokenizer.decode(new))\n";
+  if (!kiln_line.empty()) use.example += "# The same tokens, stop token left out: " + kiln_line + " --print-ids\n";
+  return use;
 }
 
 }  // namespace kiln::methods

@@ -63,6 +63,9 @@ class LmTask : public train::StoreTask {
   std::string main_metric() const override { return "perplexity"; }
   void export_adapter(const std::string& dir) override;
   void export_merged(const std::string& dir) override;
+  // AutoModelForCausalLM (with peft for an adapter) and greedy generate() on a prompt in the run's
+  // conversation format (the merged folder's chat template) or on plain text: kiln generate's tokens.
+  train::ExportUse export_use(const train::ExportTarget& target) const override;
 
   model::Llama& model() { return model_; }
 
@@ -77,7 +80,8 @@ class LmTask : public train::StoreTask {
 
   model::Llama model_{nullptr};
   int64_t lm_head_chunk_ = -1;  // train.lm_head_chunk
-  // The chat format of a run on conversations (set by build()): a merged export's chat template.
+  // The chat format of a run on conversations (set by build(); UniNER's always): a merged
+  // export's chat template, and the prompt of the export's README.
   std::optional<data::ChatFormat> trained_chat_;
 };
 

@@ -1,8 +1,10 @@
 // The classification heads LS-LLaMA puts on the decoder: dropout then a linear map from the hidden
-// size to the labels. Named as transformers names them, so a PEFT adapter exported with the head
-// as a "module to save" loads into LlamaForSequenceClassification / LlamaForTokenClassification:
-//   sequence head  `score`       Linear(hidden, labels, bias=False)
-//   token head     `classifier`  Linear(hidden, labels, bias=True)
+// size to the labels, exported as a PEFT "module to save" under these names:
+//   sequence head  `score`       Linear(hidden, labels, bias=False), transformers' name in
+//                                LlamaForSequenceClassification
+//   token head     `classifier`  Linear(hidden, labels, bias=True), the official LS-LLaMA code's
+//                                name (transformers' LlamaForTokenClassification says `score`):
+//                                its exports carry kiln's own class (hf_code.h)
 // The head computes in float32 whatever the base model's dtype (it is trained, like the LoRA
 // matrices, and a bf16 head would round away small updates).
 #pragma once

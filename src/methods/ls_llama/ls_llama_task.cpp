@@ -73,6 +73,9 @@ void LsLlamaTask::build(Recipe& r, parallel::World& world, parallel::Communicato
   for (size_t i = 0; i < labels_.size(); ++i)
     if (labels_[i] == "O") outside_ = int32_t(i);
 
+  hf_ = {token_, pooling_, r.model.attention == "bidirectional", pads_attended_, labels_};
+  pad_id_ = stores_.train().meta().pad_id;
+
   const int64_t hidden = model_->config().hidden_size, L = int64_t(labels_.size());
   head_ = token_ ? token_head(hidden, L, dropout, init_std, device_) : sequence_head(hidden, L, dropout, init_std, device_);
   if (adapter.empty()) {
@@ -169,6 +172,12 @@ LossSum LsLlamaTask::evaluate(const data::Batch& b, train::EvalRecords& out) {
       out.seqs["gold_tags"].push_back(gold);
       out.seqs["pred_tags"].push_back(
           data::word_predictions(row_i32(b["word_ids"], r), row_i32(pred, r), int64_t(gold.size()), outside_));
+      // The real tokens' logits, for predictions.tsv: what checks against transformers compare.
+      at::Tensor real = b["attention_mask"][r].to(at::kCPU).ne(0);
+      out.seqs["token_ids"].push_back(row_i32(b["input_ids"].to(at::kCPU)[r].masked_select(real).unsqueeze(0), 0));
+      out.seqs["token_gold"].push_back(row_i32(gold_labels[r].masked_select(real).unsqueeze(0), 0));
+      at::Tensor l = lg[r].to(at::kCPU, at::kDouble).index({real}).contiguous();
+      out.vecs["logits"].emplace_back(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
     } else {
       out.ints["pred"].push_back(pred[r].item<int64_t>());
       out.ints["gold"].push_back(gold_labels[r].item<int64_t>());
@@ -225,21 +234,35 @@ std::map<std::string, double> LsLlamaTask::metrics(const train::EvalRecords& all
 
 std::string LsLlamaTask::write_results(const train::EvalRecords& all, const std::string& dir) {
   const auto& logits = all.vecs_of("logits");
-  if (token_ || logits.empty()) return "";
-  // One row per eval example in store order: gold and predicted label, and the head's logits
-  // (before softmax), full precision, so a score can be checked against another implementation.
-  const auto& pred = all.ints_of("pred");
-  const auto& gold = all.ints_of("gold");
-  std::string f = "example\tgold\tpred";
+  if (logits.empty()) return "";
+  // The head's logits (before softmax), full precision, so that a score can be checked against
+  // another implementation: a row per eval example in store order, or per real token.
+  std::string f = token_ ? "example\tposition\ttoken\tgold\tpred" : "example\tgold\tpred";
   for (const auto& l : labels_) f += "\tlogit_" + l;
   f += "\n";
+  const size_t L = labels_.size();
+  auto row = [&](const double* l) {
+    size_t best = 0;
+    for (size_t k = 1; k < L; ++k)
+      if (l[k] > l[best]) best = k;
+    std::string s = "\t" + labels_[best];
+    for (size_t k = 0; k < L; ++k) s += fmt::format("\t{:.9g}", l[k]);
+    return s + "\n";
+  };
   for (size_t i = 0; i < logits.size(); ++i) {
-    f += fmt::format("{}\t{}\t{}", all.example[i], labels_.at(size_t(gold[i])), labels_.at(size_t(pred[i])));
-    for (double v : logits[i]) f += fmt::format("\t{:.9g}", v);
-    f += "\n";
+    if (token_) {
+      const auto& ids = all.seqs_of("token_ids")[i];
+      const auto& gold = all.seqs_of("token_gold")[i];
+      for (size_t t = 0; t < ids.size(); ++t)
+        f += fmt::format("{}\t{}\t{}\t{}", all.example[i], t, ids[t], gold[t] < 0 ? "-" : labels_.at(size_t(gold[t]))) +
+             row(&logits[i][t * L]);
+    } else {
+      f += fmt::format("{}\t{}", all.example[i], labels_.at(size_t(all.ints_of("gold")[i]))) + row(logits[i].data());
+    }
   }
   write_file_atomic((std::filesystem::path(dir) / "predictions.tsv").string(), f);
-  return "The prediction and the head's logits for every example are in predictions.tsv.\n";
+  return token_ ? "The head's logits for every token of every example are in predictions.tsv.\n"
+                : "The prediction and the head's logits for every example are in predictions.tsv.\n";
 }
 
 void LsLlamaTask::export_adapter(const std::string& dir) {
@@ -248,6 +271,7 @@ void LsLlamaTask::export_adapter(const std::string& dir) {
   o.task_type = token_ ? "TOKEN_CLS" : "SEQ_CLS";
   for (auto& [name, p] : head_params()) o.extra.emplace_back(name, p.detach());
   model::export_adapter(model_, dir, o);
+  write_model_code(dir, hf_);
 }
 
 void LsLlamaTask::export_merged(const std::string& dir) {
@@ -256,6 +280,11 @@ void LsLlamaTask::export_merged(const std::string& dir) {
   h.labels = labels_;
   for (auto& [name, p] : head_params()) h.tensors.emplace_back(name, p.detach());
   model::export_merged(model_, dir, h);
+  configure_merged(dir, hf_);
+}
+
+train::ExportUse LsLlamaTask::export_use(const train::ExportTarget& t) const {
+  return {python_load(hf_, t.merged), /*encode=*/true, python_example(hf_, pad_id_), ""};
 }
 
 }  // namespace kiln::methods::ls_llama

@@ -19,6 +19,7 @@
 
 #include "data/collate.h"
 #include "methods/ls_llama/heads.h"
+#include "methods/ls_llama/hf_code.h"
 #include "model/llama.h"
 #include "model/pooling.h"
 #include "train/stores.h"
@@ -39,14 +40,20 @@ class LsLlamaTask : public train::StoreTask {
   LossSum loss(const data::Batch& batch) override;
   LossSum evaluate(const data::Batch& batch, train::EvalRecords& out) override;
   // Eval records: ints "pred"/"gold", vecs "logits" (per class) and reals "score" (P(class 1),
-  // binary only) per sentence; seqs "pred_tags"/"gold_tags" (tag ids per word) for token
-  // classification.
+  // binary only) per sentence; for token classification seqs "pred_tags"/"gold_tags" (tag ids per
+  // word), "token_ids" and "token_gold" (per real token) and vecs "logits" (per real token, a
+  // logit per tag, flattened).
   std::map<std::string, double> metrics(const train::EvalRecords& all) override;
-  // Sequence classification: predictions.tsv (example, gold, pred, a logit per label).
+  // predictions.tsv: sequence classification a row per example (example, gold, pred, a logit per
+  // label); token classification a row per real token (example, position, token id, gold or `-`
+  // where no label is scored, pred, a logit per label).
   std::string write_results(const train::EvalRecords& all, const std::string& dir) override;
   std::string main_metric() const override { return token_ ? "span_f1" : "accuracy"; }
+  // Both carry modeling_kiln_llama.py where transformers' own classes do not compute kiln's
+  // outputs (hf_code.h); export_use gives the Python lines for each case.
   void export_adapter(const std::string& dir) override;
   void export_merged(const std::string& dir) override;
+  train::ExportUse export_use(const train::ExportTarget& target) const override;
 
   bool token_classification() const { return token_; }
   model::Pooling pooling() const { return pooling_; }
@@ -72,6 +79,8 @@ class LsLlamaTask : public train::StoreTask {
   bool pads_attended_ = false;
   std::vector<std::string> labels_;
   int32_t outside_ = 0;  // the `O` tag: the prediction of a word truncated away
+  HfSettings hf_;        // what an export must tell transformers
+  int32_t pad_id_ = 0;   // the stores' pad id, for the exports' README
 };
 
 }  // namespace kiln::methods::ls_llama

@@ -124,11 +124,16 @@ std::map<std::string, double> RegressTask::metrics(const train::EvalRecords& all
 
 void RegressTask::export_adapter(const std::string& dir) {
   if (!model::has_lora(model_)) input_error("lora.enabled is false: there is no adapter to export");
-  // transformers' LlamaForSequenceClassification with num_labels 1 is a regressor with this head.
   model::AdapterExport o;
   o.task_type = "SEQ_CLS";
   o.extra = {{"score.weight", head_->weight.detach()}, {"score.bias", head_->bias.detach()}};
   model::export_adapter(model_, dir, o);
+}
+
+train::ExportUse RegressTask::export_use(const train::ExportTarget&) const {
+  return {"", false, "",
+          "the head reads the mean of the hidden states and has a bias; transformers' LlamaForSequenceClassification "
+          "(num_labels 1) reads the last token's and has none"};
 }
 
 }  // namespace kiln::methods::regress

@@ -34,6 +34,7 @@ class RegressTask : public train::StoreTask {
   std::map<std::string, double> metrics(const train::EvalRecords& all) override;
   std::string main_metric() const override { return "mse"; }
   void export_adapter(const std::string& dir) override;
+  train::ExportUse export_use(const train::ExportTarget& target) const override;
 
   // Predicted numbers [B], float32.
   at::Tensor predict(const data::Batch& batch);

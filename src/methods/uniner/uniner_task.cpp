@@ -309,6 +309,9 @@ void UninerTask::build(Recipe& r, parallel::World& world, parallel::Communicator
   max_new_tokens_ = st.max_new_tokens;
   answer_at_ = st.answer_at;
   padding_side_ = r.data.padding_side;
+  // Its conversations are FastChat's with the run's system prompt: a merged export's chat template.
+  trained_chat_ = data::chat_preset("fastchat");
+  trained_chat_->system_prompt = st.system_prompt;
   build_model_and_stores(r, world, comm);
   tok_ = std::make_unique<data::Tokenizer>(model::load_tokenizer(r.model.path, model_->config()));
 }
