@@ -269,6 +269,12 @@ void Trainer::load_checkpoint(const std::string& path, bool weights_only) {
   restore_checkpoint(st, c, path, weights_only);
 }
 
+void Trainer::load_weights_of(const std::string& path) {
+  const int64_t now = step_;
+  load_checkpoint(path, /*weights_only=*/true);  // sets step_ to the checkpoint's
+  step_ = now;
+}
+
 std::string Trainer::resume_path() { return choose_resume(recipe_, run_dir_, comm_, /*training=*/false); }
 
 void Trainer::write_recipe() {
@@ -350,11 +356,9 @@ FitResult Trainer::fit() {
                        ? std::nullopt
                        : read_best(run_dir_, recipe_.checkpoint.keep_best, recipe_.checkpoint.best_mode);
           b && b->step != step_) {
-        const int64_t last = step_;
         log::info("checkpoint.keep_best: the run ended on step {} ({} {:.6g}): evaluating {}", b->step, b->metric,
                   b->value, b->path);
-        load_checkpoint(b->path, /*weights_only=*/true);
-        step_ = last;
+        load_weights_of(b->path);
         res.best_step = b->step, res.best_checkpoint = b->path;
       }
       res.eval = evaluate();
@@ -462,12 +466,10 @@ FitResult Trainer::fit() {
   if (best && best->step != step_) {
     // The weights of the best evaluation go back into the model, so that the results and the
     // adapter exported after training are the best step's (the HF Trainer's load_best_model_at_end).
-    const int64_t last = step_;
-    load_checkpoint(best->path, /*weights_only=*/true);
+    load_weights_of(best->path);
     res.eval = evaluate();
-    log::info("checkpoint.keep_best: ending on step {} of {} (best {} {:.6g}; re-evaluated:{})", best->step, last,
+    log::info("checkpoint.keep_best: ending on step {} of {} (best {} {:.6g}; re-evaluated:{})", best->step, step_,
               best->metric, best->value, metrics_line(res.eval));
-    step_ = last;
   }
   if (best) res.best_step = best->step, res.best_checkpoint = best->path;
   if (world_.is_root())

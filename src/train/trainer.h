@@ -60,6 +60,8 @@ class Trainer {
   void save_checkpoint(const std::string& path);  // collective; rank 0 writes
   // Every rank reads. weights_only: for evaluation and export (restore_checkpoint).
   void load_checkpoint(const std::string& path, bool weights_only = false);
+  // A checkpoint's weights (checkpoint.keep_best's best), the step staying where the run is.
+  void load_weights_of(const std::string& path);
   // The checkpoint `checkpoint.resume` names ("" for none), for evaluation and export: choose_resume
   // (train/checkpoint.h) without changing the run directory. fit() chooses for training.
   std::string resume_path();
